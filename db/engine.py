@@ -1,0 +1,55 @@
+"""Engine and sessionmaker factories; callers own what these return and dispose of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+
+def async_url(url: str) -> URL:
+    """Accept the usual ``postgresql://`` spellings and select the asyncpg driver."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"}:
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    return parsed
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs and start-up banners."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    connect_timeout: float = 5.0,
+    application_name: str = "mailroom",
+) -> AsyncEngine:
+    return create_async_engine(
+        async_url(url),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        # A dead server must fail a request fast (the webhook then answers 503 and Nylas retries).
+        pool_timeout=connect_timeout,
+        pool_pre_ping=False,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+        connect_args={
+            "timeout": connect_timeout,
+            "command_timeout": max(connect_timeout, 30.0),
+            "server_settings": {"application_name": application_name},
+        },
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)

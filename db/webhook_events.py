@@ -1,0 +1,94 @@
+"""Repository for ``webhook_events``: the durable record of every notification we acknowledged."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import WebhookEvent
+
+# States a job may (re)start from. `processed` and `ignored` are final; `failed` can be replayed on purpose.
+_RUNNABLE = ("received", "queued", "processing")
+
+
+async def record_if_new(
+    session: AsyncSession,
+    *,
+    notification_id: str,
+    type: str,
+    source: str | None,
+    grant_id: str | None,
+    object_id: str | None,
+    notified_at: datetime,
+    delivery_attempt: int | None,
+    payload: dict[str, Any],
+    status: str,
+) -> int | None:
+    """Insert the event and return its id, or None when this notification id is already stored."""
+    stmt = (
+        insert(WebhookEvent)
+        .values(
+            notification_id=notification_id,
+            type=type,
+            source=source,
+            grant_id=grant_id,
+            object_id=object_id,
+            notified_at=notified_at,
+            delivery_attempt=delivery_attempt,
+            payload=payload,
+            status=status,
+        )
+        .on_conflict_do_nothing(index_elements=[WebhookEvent.notification_id])
+        .returning(WebhookEvent.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_by_notification(session: AsyncSession, notification_id: str) -> WebhookEvent | None:
+    stmt = select(WebhookEvent).where(WebhookEvent.notification_id == notification_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get(session: AsyncSession, event_id: int) -> WebhookEvent | None:
+    return await session.get(WebhookEvent, event_id)
+
+
+async def mark_queued(session: AsyncSession, event_id: int) -> None:
+    """Record that the job is in Redis; a worker that already started it is left alone."""
+    await session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event_id, WebhookEvent.status == "received")
+        .values(status="queued", updated_at=func.now())
+    )
+
+
+async def start_processing(session: AsyncSession, event_id: int) -> WebhookEvent | None:
+    """Claim the event for a run and count the attempt; None when it is already done (a re-run is a no-op)."""
+    stmt = (
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event_id, WebhookEvent.status.in_(_RUNNABLE))
+        .values(status="processing", attempts=WebhookEvent.attempts + 1, updated_at=func.now())
+        .returning(WebhookEvent)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def mark_processed(session: AsyncSession, event_id: int) -> None:
+    await session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event_id)
+        .values(status="processed", last_error=None, processed_at=func.now(), updated_at=func.now())
+    )
+
+
+async def mark_attempt_failed(session: AsyncSession, event_id: int, *, error: str, final: bool) -> None:
+    """A failed run: back to `queued` while a retry is scheduled, `failed` once the tries are spent."""
+    await session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event_id, WebhookEvent.status == "processing")
+        .values(status="failed" if final else "queued", last_error=error[:4000], updated_at=func.now())
+    )

@@ -1,0 +1,27 @@
+"""The worker's resources, built once in `on_startup` and handed to every job as one typed object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from jobs.nylas_client import NylasGateway
+from mailroom.settings import Settings
+
+CTX_KEY = "jobctx"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobContext:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    nylas: NylasGateway
+
+    @classmethod
+    def from_ctx(cls, ctx: dict[str, Any]) -> JobContext:
+        jc = ctx[CTX_KEY]
+        assert isinstance(jc, cls)
+        return jc

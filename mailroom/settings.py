@@ -1,0 +1,73 @@
+"""Process settings, read once from ``MAILROOM_*`` environment variables (and ``.env``) by each entry point.
+
+Nothing here is instantiated at import time: entry points build a ``Settings`` and pass it down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the API, the worker and the CLI need; every field is documented in the README."""
+
+    model_config = SettingsConfigDict(env_prefix="MAILROOM_", env_file=".env", extra="ignore")
+
+    # Connections. Unset means "start the embedded servers under data_dir" (see mailroom.embedded).
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".mailroom")
+
+    # Nylas.
+    nylas_api_key: SecretStr = SecretStr("")
+    nylas_api_uri: str = "https://api.us.nylas.com"
+    nylas_timeout: float = Field(default=20.0, gt=0)
+    # Comma-separated so a secret can be rotated: add the new one, switch Nylas over, remove the old one.
+    webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    # Admin surface (later issues); bearer token.
+    admin_token: SecretStr = SecretStr("")
+
+    # HTTP edge.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    max_decompressed_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+    # Database pool.
+    db_pool_size: int = Field(default=10, gt=0)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_connect_timeout: float = Field(default=5.0, gt=0)
+
+    # Redis / queue.
+    redis_timeout: float = Field(default=2.0, gt=0)
+    queue_name: str = "mailroom:queue"
+
+    # Worker.
+    worker_concurrency: int = Field(default=50, gt=0)
+    worker_poll_delay: float = Field(default=0.05, gt=0)
+    job_timeout: float = Field(default=60.0, gt=0)
+    job_max_tries: int = Field(default=5, gt=0)
+    retry_base_delay: float = Field(default=1.0, ge=0)
+    retry_max_delay: float = Field(default=300.0, ge=0)
+    job_keep_result: float = Field(default=3600.0, ge=0)
+    test_task_sleep: float = Field(default=1.0, ge=0)
+
+    # Logs.
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def uses_embedded(self) -> bool:
+        return self.database_url is None or self.redis_url is None

@@ -1,0 +1,113 @@
+"""Pure parsing of a Nylas v3 notification envelope into what we store; raises InvalidNotification naming the field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from jobs.triggers import Kind, Trigger, parse_trigger
+from service.errors import InvalidNotification
+
+# Keys are indexed; a b-tree entry over ~2.7 kB is refused by PostgreSQL, which would turn into endless 503s.
+MAX_KEY_LENGTH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    id: str
+    type: str
+    source: str | None
+    grant_id: str | None
+    object_id: str | None
+    notified_at: datetime
+    delivery_attempt: int | None
+    trigger: Trigger | None
+    payload: dict[str, Any]
+
+
+def parse_notification(payload: object, *, received_at: datetime) -> Notification:
+    if not isinstance(payload, dict):
+        raise InvalidNotification("the body must be a JSON object (a Nylas v3 notification)")
+    _refuse_older_shapes(payload)
+    notification_id = _required_str(payload, "id", "id")
+    type_ = _required_str(payload, "type", "type")
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise InvalidNotification("missing field: data (an object)" if data is None else "field data must be an object")
+    obj = data.get("object")
+    if not isinstance(obj, dict):
+        raise InvalidNotification(
+            "missing field: data.object (an object)" if obj is None else "field data.object must be an object"
+        )
+
+    trigger = parse_trigger(type_)
+    if trigger is not None and trigger.kind in (Kind.MESSAGE, Kind.MESSAGE_DELETED):
+        object_id: str | None = _required_str(obj, "id", "data.object.id")
+        grant_id: str | None = _required_str(obj, "grant_id", "data.object.grant_id")
+    elif trigger is not None and trigger.kind is Kind.GRANT:
+        grant_id = _required_str(obj, "grant_id", "data.object.grant_id")
+        object_id = grant_id
+    else:
+        grant_id = _optional_str(obj.get("grant_id")) or _optional_str(data.get("grant_id"))
+        object_id = _optional_str(obj.get("id")) or _optional_str(obj.get("message_id"))
+
+    source = payload.get("source")
+    attempt = payload.get("webhook_delivery_attempt")
+    return Notification(
+        id=notification_id,
+        type=type_,
+        source=source if isinstance(source, str) else None,
+        grant_id=grant_id,
+        object_id=object_id,
+        notified_at=parse_time(payload.get("time")) or received_at,
+        delivery_attempt=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+        trigger=trigger,
+        payload=payload,
+    )
+
+
+def parse_time(value: object) -> datetime | None:
+    """Nylas documents Unix seconds; some tools send RFC 3339. Anything else is not a reason to refuse."""
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, tz=UTC)
+        if isinstance(value, str):
+            if value.strip().lstrip("-").replace(".", "", 1).isdigit():
+                return datetime.fromtimestamp(float(value), tz=UTC)
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return None
+
+
+def _refuse_older_shapes(payload: dict[str, Any]) -> None:
+    if "type" in payload:
+        return
+    if "trigger" in payload or "object_data" in payload:
+        raise InvalidNotification(
+            "missing field: type. This is the {trigger, grant_id, object_data} shape from older guides, which is "
+            "not a Nylas v3 notification; mailroom accepts v3 envelopes (type, id, data.object)"
+        )
+    if "deltas" in payload:
+        raise InvalidNotification(
+            "missing field: type. This is a Nylas v2 webhook (deltas); mailroom accepts v3 notifications only"
+        )
+
+
+def _required_str(container: dict[str, Any], key: str, path: str) -> str:
+    value = container.get(key)
+    if value is None:
+        raise InvalidNotification(f"missing field: {path}")
+    if not isinstance(value, str) or not value:
+        raise InvalidNotification(f"field {path} must be a non-empty string")
+    if len(value) > MAX_KEY_LENGTH:
+        raise InvalidNotification(f"field {path} is longer than {MAX_KEY_LENGTH} characters")
+    return value
+
+
+def _optional_str(value: object) -> str | None:
+    if isinstance(value, str) and 0 < len(value) <= MAX_KEY_LENGTH:
+        return value
+    return None

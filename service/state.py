@@ -1,0 +1,24 @@
+"""What the API's lifespan opens and every handler reads from `request.state`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypedDict
+
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from mailroom.settings import Settings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    queue: ArqRedis
+    webhook_secrets: tuple[str, ...]
+
+
+class AppState(TypedDict):
+    resources: Resources

@@ -1,0 +1,192 @@
+"""A fake Nylas v3 API over real HTTP, for the real `nylas` SDK to talk to (checklist: shared/nylas.md §6).
+
+It serves stored messages and grants, records every request, and answers with scripted faults on demand:
+429 with Retry-After, JSON 5xx, an HTML 502, 401, 404, and slow answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+API_KEY = "nyk_test_key"
+
+
+@dataclass
+class Fault:
+    """One scripted answer, used `times` times for requests whose path contains `path_contains`."""
+
+    status: int
+    times: int = 1
+    path_contains: str = ""
+    retry_after: float | None = None
+    html: bool = False
+    delay: float = 0.0
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    at: float
+
+
+@dataclass
+class FakeNylas:
+    messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    grants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    latency: float = 0.0
+    requests: list[RecordedRequest] = field(default_factory=list)
+    _faults: list[Fault] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    # --- what tests call -------------------------------------------------------------------------------------
+    def add_message(self, message: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self.messages[(message["grant_id"], message["id"])] = message
+        return message
+
+    def fail(self, status: int, **kwargs: Any) -> None:
+        with self._lock:
+            self._faults.append(Fault(status=status, **kwargs))
+
+    def requests_to(self, path_contains: str) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if path_contains in r.path]
+
+    def reset(self) -> None:
+        with self._lock:
+            self.messages.clear()
+            self.grants.clear()
+            self.requests.clear()
+            self._faults.clear()
+            self.latency = 0.0
+
+    # --- the HTTP side ---------------------------------------------------------------------------------------
+    def app(self) -> Starlette:
+        async def dispatch(request: Request) -> Response:
+            # Ids come from the raw path: Starlette decodes %2F in `path`, and Nylas message ids may hold `/`.
+            raw_path = request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0]
+            segments = [unquote(s) for s in raw_path.strip("/").split("/")]
+            with self._lock:
+                self.requests.append(
+                    RecordedRequest(
+                        request.method,
+                        request.url.path,
+                        request.url.query,
+                        dict(request.headers),
+                        time.monotonic(),
+                    )
+                )
+                fault = self._take_fault(request.url.path)
+                latency = self.latency
+            if latency or (fault and fault.delay):
+                await asyncio.sleep(latency + (fault.delay if fault else 0.0))
+            if request.headers.get("authorization") != f"Bearer {API_KEY}":
+                return _error(401, "api.authentication_error", "Unauthorized")
+            if fault is not None:
+                return _fault_response(fault)
+            return self._route(request.method, segments, request)
+
+        return Starlette(routes=[Route("/{path:path}", dispatch, methods=["GET", "PUT", "POST", "DELETE"])])
+
+    def _take_fault(self, path: str) -> Fault | None:
+        for fault in self._faults:
+            if fault.path_contains in path:
+                fault.times -= 1
+                if fault.times <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def _route(self, method: str, segments: list[str], request: Request) -> Response:
+        match segments:
+            case ["v3", "grants", grant_id] if method == "GET":
+                grant = self.grants.get(grant_id, {"id": grant_id, "provider": "google", "grant_status": "valid"})
+                return _data(grant)
+            case ["v3", "grants", grant_id, "messages"] if method == "GET":
+                return self._list_messages(grant_id, request)
+            case ["v3", "grants", grant_id, "messages", message_id] if method == "GET":
+                with self._lock:
+                    message = self.messages.get((grant_id, message_id))
+                if message is None:
+                    return _error(404, "api.not_found_error", f"message {message_id} not found")
+                return _data(message)
+        return _error(404, "api.not_found_error", f"no route for {method} /{'/'.join(segments)}")
+
+    def _list_messages(self, grant_id: str, request: Request) -> Response:
+        params = request.query_params
+        limit = max(1, min(200, int(params.get("limit", "50"))))
+        after = int(params.get("received_after", "0"))
+        offset = int(params.get("page_token") or 0)
+        with self._lock:
+            found = [m for (g, _), m in self.messages.items() if g == grant_id and int(m.get("date", 0)) >= after]
+        found.sort(key=lambda m: int(m.get("date", 0)), reverse=True)
+        page = found[offset : offset + limit]
+        next_cursor = str(offset + limit) if offset + limit < len(found) else None
+        return JSONResponse({"request_id": _request_id(), "data": page, "next_cursor": next_cursor})
+
+
+def _request_id() -> str:
+    return f"req_{time.monotonic_ns()}"
+
+
+def _data(value: dict[str, Any]) -> Response:
+    return JSONResponse({"request_id": _request_id(), "data": value})
+
+
+def _error(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    body = {"request_id": _request_id(), "error": {"type": type_, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _fault_response(fault: Fault) -> Response:
+    if fault.html:
+        return HTMLResponse("<html><body><h1>502 Bad Gateway</h1></body></html>", status_code=fault.status)
+    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
+    kinds = {429: "api.rate_limit_error", 401: "api.authentication_error", 404: "api.not_found_error"}
+    return _error(fault.status, kinds.get(fault.status, "api.internal_error"), f"injected {fault.status}", headers)
+
+
+class FakeNylasServer:
+    """Runs a FakeNylas on 127.0.0.1 in a thread of its own, like a remote API would be."""
+
+    def __init__(self, fake: FakeNylas | None = None) -> None:
+        self.fake = fake or FakeNylas()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(self.fake.app(), log_config=None, access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+
+    def start(self) -> FakeNylasServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake Nylas did not start within 10 s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()

@@ -1,0 +1,94 @@
+"""The `mailroom` command, run as a user runs it: a real process against the test servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from arq.connections import ArqRedis
+
+from mailroom.cli import build_parser
+from mailroom.settings import Settings
+from tests.conftest import make_settings
+
+MAILROOM = str(Path(sys.executable).parent / "mailroom")
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILROOM_")}
+    assert settings.database_url and settings.redis_url
+    env.update(
+        MAILROOM_DATABASE_URL=settings.database_url,
+        MAILROOM_REDIS_URL=settings.redis_url,
+        MAILROOM_QUEUE_NAME=settings.queue_name,
+        MAILROOM_TEST_TASK_SLEEP="0.2",
+        MAILROOM_LOG_FORMAT="json",
+    )
+    return env
+
+
+async def mailroom(settings: Settings, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        MAILROOM,
+        *args,
+        env=cli_env(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_test_task_runs_through_the_cli(settings: Settings, redis: ArqRedis) -> None:
+    """enqueue-test prints a job id; a worker runs it; `job` prints its status and result."""
+    code, out, err = await mailroom(settings, "enqueue-test", "Hello")
+    assert code == 0, err
+    job_id = out.strip()
+    assert job_id and "\n" not in job_id
+
+    code, out, err = await mailroom(settings, "job", job_id)
+    assert code == 0, err
+    assert orjson.loads(out)["status"] == "queued"
+
+    code, _, err = await mailroom(settings, "worker", "--burst")
+    assert code == 0, err
+
+    code, out, err = await mailroom(settings, "job", job_id)
+    assert code == 0, err
+    answer = orjson.loads(out)
+    assert answer["status"] == "complete"
+    assert answer["success"] is True
+    assert answer["result"] == {"status": "completed", "message": "Hello"}
+    assert answer["function"] == "test_task"
+
+
+async def test_unknown_job_is_reported_as_not_found(settings: Settings, redis: ArqRedis) -> None:
+    code, out, _ = await mailroom(settings, "job", "no-such-job")
+    assert code == 1
+    assert orjson.loads(out)["status"] == "not_found"
+
+
+async def test_migrate_is_idempotent(settings: Settings) -> None:
+    code, _, err = await mailroom(settings, "migrate")
+    assert code == 0, err
+    assert "Running upgrade" not in err, "the session database is already at head"
+
+
+@pytest.mark.parametrize("command", ["dev", "api", "worker", "migrate", "enqueue-test", "job"])
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([command, "--help"])
+    assert exited.value.code == 0
+    assert "usage: mailroom " + command in capsys.readouterr().out
+
+
+def test_secrets_never_show_in_settings_repr() -> None:
+    settings = make_settings(webhook_secrets="rotate-me-1,rotate-me-2", nylas_api_key="nyk_live_abc", admin_token="tok")
+    shown = repr(settings) + str(settings.model_dump())
+    for secret in ("rotate-me-1", "rotate-me-2", "nyk_live_abc", "tok'"):
+        assert secret not in shown

@@ -1,0 +1,111 @@
+"""Outages at the edge: PostgreSQL down means nothing is acknowledged; Redis down still acknowledges what is stored."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.engine import create_engine, create_sessionmaker
+from mailroom.settings import Settings
+from tests import helpers
+from tests.conftest import running_api
+from tests.notifications import envelope, message, post
+from tests.throwaway import ThrowawayRedis, migrated_throwaway_postgres
+
+
+async def test_database_down_is_503_and_nothing_is_acknowledged(
+    settings: Settings, redis: ArqRedis, tmp_path: Path
+) -> None:
+    """Nylas retries a 503; a 2xx would have been a promise we could not keep."""
+    postgres = await migrated_throwaway_postgres(tmp_path)
+    engine = create_engine(postgres.url, pool_size=1)
+    sessionmaker = create_sessionmaker(engine)
+    try:
+        async with running_api(settings.model_copy(update={"database_url": postgres.url})) as client:
+            assert (await post(client, envelope(message(), notification_id="evt_before"))).status_code == 200
+
+            await asyncio.to_thread(postgres.stop)
+            response = await post(client, envelope(message(), notification_id="evt_during"))
+            assert response.status_code == 503
+            assert response.json()["error"] == "database_unavailable"
+            assert response.headers["retry-after"]
+            assert await helpers.queued_job_ids(redis) == ["process_event:1"]
+
+            await asyncio.to_thread(postgres.start)
+            # Nylas's retry of the refused notification is stored once the database is back.
+            retried: list[int] = []
+
+            async def retry_succeeds() -> bool:
+                response = await post(client, envelope(message(), notification_id="evt_during", attempt=2))
+                retried.append(response.status_code)
+                return response.status_code == 200
+
+            deadline = asyncio.get_running_loop().time() + 15
+            while not await retry_succeeds():
+                assert asyncio.get_running_loop().time() < deadline, f"never recovered: {retried}"
+                await asyncio.sleep(0.1)
+            assert set(retried) <= {200, 503}
+
+        stored = [e.notification_id for e in await helpers.events(sessionmaker)]
+        assert stored == ["evt_before", "evt_during"]
+    finally:
+        await engine.dispose()
+        await asyncio.to_thread(postgres.cleanup)
+
+
+async def test_redis_down_still_acknowledges_and_leaves_the_event_received(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """The event is safe in PostgreSQL; status `received` is what the sweeper looks for."""
+    own_redis = ThrowawayRedis(tmp_path)
+    async with running_api(settings.model_copy(update={"redis_url": own_redis.url})) as client:
+        assert (await post(client, envelope(message(), notification_id="evt_up"))).json()["status"] == "queued"
+        own_redis.stop()
+
+        response = await post(client, envelope(message(), notification_id="evt_down"))
+
+    assert response.status_code == 200
+    (_, down) = await helpers.events(sessionmaker)
+    assert response.json() == {"status": "received", "event_id": down.id}
+    assert (down.notification_id, down.status) == ("evt_down", "received")
+
+
+async def test_nylas_retry_of_an_unqueued_event_queues_it(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], redis: ArqRedis
+) -> None:
+    """A stored event whose enqueue failed is queued when Nylas delivers it again."""
+    unreachable = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    async with running_api(unreachable) as client:
+        first = await post(client, envelope(message(), notification_id="evt_heal"))
+    assert first.json()["status"] == "received"
+
+    async with running_api(settings) as client:
+        again = await post(client, envelope(message(), notification_id="evt_heal", attempt=2))
+
+    assert again.json() == {"status": "duplicate", "event_id": first.json()["event_id"]}
+    (event,) = await helpers.events(sessionmaker)
+    assert event.status == "queued"
+    assert await helpers.queued_job_ids(redis) == [f"process_event:{event.id}"]
+
+
+async def test_liveness_needs_no_dependency(settings: Settings) -> None:
+    dead = settings.model_copy(
+        update={"database_url": "postgresql://nobody@127.0.0.1:1/none", "redis_url": "redis://127.0.0.1:1"}
+    )
+    async with running_api(dead) as client:
+        response = await client.get("/healthz")
+    assert response.status_code == 200
+
+
+async def test_unreachable_database_is_503_quickly(settings: Settings) -> None:
+    dead = settings.model_copy(update={"database_url": "postgresql://nobody@127.0.0.1:1/none"})
+    async with running_api(dead) as client:
+        started = asyncio.get_running_loop().time()
+        response: httpx.Response = await post(client, envelope(message()))
+        elapsed = asyncio.get_running_loop().time() - started
+    assert response.status_code == 503
+    assert elapsed < 10, "Nylas gives up on an answer after 10 s"

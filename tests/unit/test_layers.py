@@ -1,0 +1,43 @@
+"""Import direction: db imports neither side; the API imports only the leaf modules of jobs."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+API_MAY_IMPORT_FROM_JOBS = {"jobs.enqueue", "jobs.triggers"}
+
+
+def imports_of(package: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / package).rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def test_db_imports_neither_service_nor_jobs() -> None:
+    for module, names in imports_of("db").items():
+        assert not {n for n in names if n.split(".")[0] in {"service", "jobs", "mailroom"}}, module
+
+
+def test_service_imports_only_leaf_job_modules() -> None:
+    for module, names in imports_of("service").items():
+        from_jobs = {n for n in names if n.startswith("jobs.")}
+        assert {n for n in from_jobs if ".".join(n.split(".")[:2]) not in API_MAY_IMPORT_FROM_JOBS} == set(), module
+
+
+def test_leaf_job_modules_import_no_worker_code() -> None:
+    imports = imports_of("jobs")
+    for leaf in API_MAY_IMPORT_FROM_JOBS:
+        names = imports[leaf.replace(".", "/") + ".py"]
+        assert {n for n in names if n.startswith(("jobs.", "db.", "service."))} <= {
+            f"{other}.{name}" for other in API_MAY_IMPORT_FROM_JOBS for name in ("Kind", "Trigger")
+        } | API_MAY_IMPORT_FROM_JOBS, leaf
