@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,10 +32,19 @@ EMAIL_COLUMNS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    email_id: int
+    inserted: bool  # the first state we have of this message
+    written: bool  # False when a newer state was already stored
+    pipeline_state: str
+    waiting: bool  # dead or parked: a replay or its grant's return moves it on, not a new state
+
+
 async def upsert(
     session: AsyncSession, *, grant_id: str, message_id: str, state_at: datetime, columns: dict[str, Any]
-) -> bool:
-    """Store this state of the message unless a newer one is stored already; True if it was written."""
+) -> Stored:
+    """Store this state of the message unless a newer one is stored already."""
     unknown = set(columns) - set(EMAIL_COLUMNS)
     if unknown:
         raise ValueError(f"not email columns: {sorted(unknown)}")
@@ -49,16 +59,39 @@ async def upsert(
             "updated_at": func.now(),
         },
         where=Email.state_at <= excluded.state_at,
-    ).returning(Email.id)
-    return (await session.execute(upsert)).scalar_one_or_none() is not None
+    ).returning(Email.id, _inserted(), Email.pipeline_state, _waiting())
+    row = (await session.execute(upsert)).one_or_none()
+    if row is not None:
+        return Stored(row[0], bool(row[1]), True, row[2], bool(row[3]))
+    existing = await get(session, grant_id=grant_id, message_id=message_id)
+    assert existing is not None  # the conflict that skipped the update is this row
+    waiting = existing.dead_at is not None or existing.parked_at is not None
+    return Stored(existing.id, False, False, existing.pipeline_state, waiting)
+
+
+def _inserted() -> ColumnElement[bool]:
+    # xmax is 0 for a row this statement inserted, and set for one it updated.
+    return literal_column("xmax = 0")
+
+
+def _waiting() -> ColumnElement[bool]:
+    return (Email.dead_at.is_not(None)) | (Email.parked_at.is_not(None))
 
 
 async def mark_deleted(session: AsyncSession, *, grant_id: str, message_id: str, state_at: datetime) -> bool:
     """Record the deletion, as a tombstone if the message was never stored, so an older create cannot revive it."""
-    stmt = insert(Email).values(grant_id=grant_id, message_id=message_id, state_at=state_at, deleted_at=state_at)
+    stmt = insert(Email).values(
+        grant_id=grant_id, message_id=message_id, state_at=state_at, deleted_at=state_at, pipeline_state="deleted"
+    )
     upsert = stmt.on_conflict_do_update(
         index_elements=[Email.grant_id, Email.message_id],
-        set_={"deleted_at": stmt.excluded.deleted_at, "state_at": stmt.excluded.state_at, "updated_at": func.now()},
+        set_={
+            "deleted_at": stmt.excluded.deleted_at,
+            "state_at": stmt.excluded.state_at,
+            "pipeline_state": "deleted",
+            "pipeline_updated_at": func.now(),
+            "updated_at": func.now(),
+        },
         where=Email.state_at <= stmt.excluded.state_at,
     ).returning(Email.id)
     return (await session.execute(upsert)).scalar_one_or_none() is not None
@@ -67,3 +100,91 @@ async def mark_deleted(session: AsyncSession, *, grant_id: str, message_id: str,
 async def get(session: AsyncSession, *, grant_id: str, message_id: str) -> Email | None:
     stmt = select(Email).where(Email.grant_id == grant_id, Email.message_id == message_id)
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def mark_missing(session: AsyncSession, *, grant_id: str, message_id: str, state_at: datetime) -> int:
+    """Nylas answered 404: the message is gone (or out of reach). Nothing more will be done with it."""
+    stmt = insert(Email).values(
+        grant_id=grant_id, message_id=message_id, state_at=state_at, missing_at=func.now(), pipeline_state="missing"
+    )
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[Email.grant_id, Email.message_id],
+        set_={"missing_at": func.now(), "pipeline_state": "missing", "pipeline_updated_at": func.now()},
+    ).returning(Email.id)
+    return (await session.execute(upsert)).scalar_one()
+
+
+async def by_id(session: AsyncSession, email_id: int) -> Email | None:
+    return await session.get(Email, email_id, populate_existing=True)
+
+
+async def claim_stage(session: AsyncSession, email_id: int, *, stage: str, force: bool = False) -> Email | None:
+    """Start a try of `stage` and count it; None when the email is not waiting for that stage (a re-run is a no-op).
+
+    `force` runs a stage again that has already succeeded (a replay asked for by an operator).
+    """
+    conditions = [Email.id == email_id, Email.dead_at.is_(None), Email.parked_at.is_(None)]
+    values: dict[str, Any] = {"stage_attempts": Email.stage_attempts + 1, "pipeline_updated_at": func.now()}
+    if force:
+        conditions.append(Email.pipeline_state.in_(("classify", "act", "done")))
+        values["pipeline_state"] = stage
+    else:
+        conditions.append(Email.pipeline_state == stage)
+    stmt = update(Email).where(*conditions).values(**values).returning(Email)
+    return (await session.execute(stmt, execution_options={"populate_existing": True})).scalar_one_or_none()
+
+
+async def advance(session: AsyncSession, email_id: int, *, to: str, **columns: Any) -> None:
+    """The stage succeeded: move to the next one with a fresh try budget."""
+    await session.execute(
+        update(Email)
+        .where(Email.id == email_id)
+        .values(pipeline_state=to, stage_attempts=0, last_error=None, pipeline_updated_at=func.now(), **columns)
+    )
+
+
+async def stage_failed(session: AsyncSession, email_id: int, *, error: str, dead: bool) -> None:
+    values: dict[str, Any] = {"last_error": error[:4000], "pipeline_updated_at": func.now()}
+    if dead:
+        values["dead_at"] = func.now()
+    await session.execute(update(Email).where(Email.id == email_id).values(**values))
+
+
+async def park(session: AsyncSession, email_id: int) -> None:
+    await session.execute(update(Email).where(Email.id == email_id).values(parked_at=func.now()))
+
+
+async def unpark_grant(session: AsyncSession, grant_id: str) -> list[tuple[int, str]]:
+    stmt = (
+        update(Email)
+        .where(Email.grant_id == grant_id, Email.parked_at.is_not(None))
+        .values(parked_at=None, stage_attempts=0, pipeline_updated_at=func.now())
+        .returning(Email.id, Email.pipeline_state)
+    )
+    return [(row[0], row[1]) for row in await session.execute(stmt)]
+
+
+async def stop_grant(session: AsyncSession, grant_id: str) -> int:
+    """grant.deleted: nothing more is done for its emails; they stay, marked deleted."""
+    stmt = (
+        update(Email)
+        .where(Email.grant_id == grant_id, Email.pipeline_state.in_(("classify", "act")))
+        .values(pipeline_state="deleted", parked_at=None, pipeline_updated_at=func.now())
+    )
+    return (await session.execute(stmt)).rowcount  # type: ignore[attr-defined,no-any-return]
+
+
+async def stuck(session: AsyncSession, *, older_than: datetime, limit: int) -> list[tuple[int, str]]:
+    """Emails waiting for a stage, untouched since `older_than` (the sweeper checks their jobs)."""
+    stmt = (
+        select(Email.id, Email.pipeline_state)
+        .where(
+            Email.pipeline_state.in_(("classify", "act")),
+            Email.dead_at.is_(None),
+            Email.parked_at.is_(None),
+            Email.pipeline_updated_at < older_than,
+        )
+        .order_by(Email.pipeline_updated_at)
+        .limit(limit)
+    )
+    return [(row[0], row[1]) for row in await session.execute(stmt)]

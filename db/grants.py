@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,3 +44,54 @@ async def apply_state(
 
 async def get(session: AsyncSession, grant_id: str) -> Grant | None:
     return await session.get(Grant, grant_id)
+
+
+async def pause(session: AsyncSession, grant_id: str, *, reason: str) -> None:
+    """Stop calling Nylas for this grant until a grant.updated says its credentials work again."""
+    await session.execute(
+        insert(Grant)
+        .values(grant_id=grant_id, paused_at=func.now(), paused_reason=reason)
+        .on_conflict_do_update(
+            index_elements=[Grant.grant_id],
+            set_={"paused_at": func.coalesce(Grant.paused_at, func.now()), "paused_reason": reason},
+        )
+    )
+
+
+async def resume(session: AsyncSession, grant_id: str) -> datetime | None:
+    """Clear the pause; returns when it began (the gap to backfill), or None if it was not paused."""
+    paused = await session.execute(select(Grant.paused_at).where(Grant.grant_id == grant_id).with_for_update())
+    paused_at = paused.scalar_one_or_none()
+    await session.execute(
+        update(Grant)
+        .where(Grant.grant_id == grant_id)
+        .values(paused_at=None, paused_reason=None, updated_at=func.now())
+    )
+    return paused_at
+
+
+async def mark_deleted(session: AsyncSession, grant_id: str) -> None:
+    await session.execute(
+        update(Grant)
+        .where(Grant.grant_id == grant_id)
+        .values(deleted_at=func.now(), paused_at=func.coalesce(Grant.paused_at, func.now()), paused_reason="deleted")
+    )
+
+
+async def may_call_nylas(session: AsyncSession, grant_id: str) -> bool:
+    stmt = select(Grant.paused_at, Grant.status).where(Grant.grant_id == grant_id)
+    row = (await session.execute(stmt)).one_or_none()
+    return row is None or (row[0] is None and row[1] == "active")
+
+
+async def syncable(session: AsyncSession) -> list[str]:
+    stmt = select(Grant.grant_id).where(Grant.status == "active", Grant.paused_at.is_(None)).order_by(Grant.grant_id)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def set_cursor(session: AsyncSession, grant_id: str, cursor: datetime) -> None:
+    await session.execute(
+        update(Grant)
+        .where(Grant.grant_id == grant_id)
+        .values(sync_cursor=func.greatest(func.coalesce(Grant.sync_cursor, cursor), cursor), last_synced_at=func.now())
+    )

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -30,8 +31,13 @@ NAMING_CONVENTION = {
 
 Timestamp = DateTime(timezone=True)
 
-EVENT_STATUSES = ("received", "queued", "processing", "processed", "ignored", "failed")
+EVENT_STATUSES = ("received", "queued", "processing", "processed", "ignored", "parked", "dead")
 GRANT_STATUSES = ("active", "expired", "deleted")
+# Where an email is in the chain process -> classify -> act.
+PIPELINE_STATES = ("classify", "act", "done", "missing", "deleted")
+STAGES = ("process", "classify", "act")
+STAGE_RUN_STATUSES = ("running", "succeeded", "retrying", "parked", "dead", "skipped")
+ACTION_STATUSES = ("planned", "executing", "done", "dry_run", "failed")
 
 
 class Base(DeclarativeBase):
@@ -93,10 +99,25 @@ class Email(Base):
     # Time of the notification this state came from; an older one never overwrites a newer one.
     state_at: Mapped[datetime] = mapped_column(Timestamp)
     deleted_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Nylas answered 404 for it: deleted or moved out of reach.
+    missing_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    classification: Mapped[str | None] = mapped_column(Text)
+    classified_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The next stage to run (`done` when none); with dead_at or parked_at set, it waits for a replay or its grant.
+    pipeline_state: Mapped[str] = mapped_column(Text, server_default="classify")
+    pipeline_updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    stage_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    dead_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    parked_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
-    __table_args__ = (UniqueConstraint("grant_id", "message_id"),)
+    __table_args__ = (
+        UniqueConstraint("grant_id", "message_id"),
+        CheckConstraint(f"pipeline_state IN {PIPELINE_STATES!r}", name="pipeline_state"),
+        Index("ix_emails_pipeline_state_pipeline_updated_at", "pipeline_state", "pipeline_updated_at"),
+    )
 
 
 class Grant(Base):
@@ -109,10 +130,100 @@ class Grant(Base):
     email: Mapped[str | None] = mapped_column(Text)
     provider: Mapped[str | None] = mapped_column(Text)
     state_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Messages received up to this time are synced; the next sync lists from here (minus an overlap).
+    sync_cursor: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_synced_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Set when Nylas refused the grant's credentials (401/403) or sent grant.expired; cleared by grant.updated.
+    paused_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    deleted_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
     __table_args__ = (CheckConstraint(f"status IN {GRANT_STATUSES!r}", name="status"),)
 
 
-__all__ = ["EVENT_STATUSES", "GRANT_STATUSES", "Base", "Email", "Grant", "WebhookEvent"]
+class StageRun(Base):
+    """One try of one stage for one event or email: together, an email's timeline."""
+
+    __tablename__ = "stage_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    stage: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("webhook_events.id", ondelete="CASCADE"))
+    email_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("emails.id", ondelete="CASCADE"))
+    grant_id: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(Text)
+    job_id: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    started_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        CheckConstraint(f"stage IN {STAGES!r}", name="stage"),
+        CheckConstraint(f"status IN {STAGE_RUN_STATUSES!r}", name="status"),
+        Index("ix_stage_runs_email_id", "email_id"),
+        Index("ix_stage_runs_event_id", "event_id"),
+        Index("ix_stage_runs_status_stage", "status", "stage"),
+    )
+
+
+class Action(Base):
+    """A side effect at Nylas, planned once per idempotency key and carried out at most once."""
+
+    __tablename__ = "actions"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    email_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("emails.id", ondelete="CASCADE"))
+    grant_id: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    idempotency_key: Mapped[str] = mapped_column(Text, unique=True)
+    status: Mapped[str] = mapped_column(Text, server_default="planned")
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    done_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        CheckConstraint(f"status IN {ACTION_STATUSES!r}", name="status"),
+        Index("ix_actions_email_id", "email_id"),
+    )
+
+
+class CronRun(Base):
+    """One tick of one cron job; the unique key makes a tick run once however many workers see it."""
+
+    __tablename__ = "cron_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    tick_at: Mapped[datetime] = mapped_column(Timestamp)
+    worker: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("name", "tick_at"),)
+
+
+__all__ = [
+    "ACTION_STATUSES",
+    "EVENT_STATUSES",
+    "GRANT_STATUSES",
+    "PIPELINE_STATES",
+    "STAGES",
+    "STAGE_RUN_STATUSES",
+    "Action",
+    "Base",
+    "CronRun",
+    "Email",
+    "Grant",
+    "StageRun",
+    "WebhookEvent",
+]

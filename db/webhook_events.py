@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import WebhookEvent
 
-# States a job may (re)start from. `processed` and `ignored` are final; `failed` can be replayed on purpose.
+# States a job may (re)start from. `processed` and `ignored` are final; `dead` and `parked` wait for a replay
+# or for their grant to come back.
 _RUNNABLE = ("received", "queued", "processing")
 
 
@@ -86,9 +87,61 @@ async def mark_processed(session: AsyncSession, event_id: int) -> None:
 
 
 async def mark_attempt_failed(session: AsyncSession, event_id: int, *, error: str, final: bool) -> None:
-    """A failed run: back to `queued` while a retry is scheduled, `failed` once the tries are spent."""
+    """A failed run: back to `queued` while a retry is scheduled, `dead` (a dead letter) once the tries are spent."""
     await session.execute(
         update(WebhookEvent)
         .where(WebhookEvent.id == event_id, WebhookEvent.status == "processing")
-        .values(status="failed" if final else "queued", last_error=error[:4000], updated_at=func.now())
+        .values(status="dead" if final else "queued", last_error=error[:4000], updated_at=func.now())
+    )
+
+
+async def park(session: AsyncSession, event_id: int, *, reason: str) -> None:
+    await session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event_id)
+        .values(status="parked", last_error=reason, updated_at=func.now())
+    )
+
+
+async def unpark_grant(session: AsyncSession, grant_id: str) -> list[int]:
+    stmt = (
+        update(WebhookEvent)
+        .where(WebhookEvent.grant_id == grant_id, WebhookEvent.status == "parked")
+        .values(status="queued", attempts=0, updated_at=func.now())
+        .returning(WebhookEvent.id)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def stop_grant(session: AsyncSession, grant_id: str) -> int:
+    """grant.deleted: events of the grant still waiting are not processed."""
+    stmt = (
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.grant_id == grant_id,
+            WebhookEvent.status.in_(("received", "queued", "parked")),
+            ~WebhookEvent.type.startswith("grant."),
+        )
+        .values(status="ignored", last_error="grant deleted", updated_at=func.now())
+    )
+    return (await session.execute(stmt)).rowcount  # type: ignore[attr-defined,no-any-return]
+
+
+async def stuck(session: AsyncSession, *, older_than: datetime, limit: int) -> list[int]:
+    """Events still waiting to be processed, untouched since `older_than` (the sweeper checks their jobs)."""
+    stmt = (
+        select(WebhookEvent.id)
+        .where(WebhookEvent.status.in_(_RUNNABLE), WebhookEvent.updated_at < older_than)
+        .order_by(WebhookEvent.updated_at)
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def requeue(session: AsyncSession, event_ids: list[int]) -> None:
+    """A replay: a fresh try budget; the stage runs keep the history."""
+    await session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id.in_(event_ids))
+        .values(status="queued", attempts=0, updated_at=func.now())
     )

@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from jobs.classifier import Classifier
 from jobs.nylas_client import NylasGateway
+from jobs.rules import RulesConfig
+from jobs.throttle import GrantThrottle
 from mailroom.settings import Settings
 
 CTX_KEY = "jobctx"
@@ -19,6 +23,10 @@ class JobContext:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     nylas: NylasGateway
+    queue: ArqRedis
+    throttle: GrantThrottle
+    rules: RulesConfig
+    classifier: Classifier
 
     @classmethod
     def from_ctx(cls, ctx: dict[str, Any]) -> JobContext:

@@ -6,10 +6,16 @@ from typing import Any
 
 import orjson
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from arq.jobs import Job
 
 PROCESS_EVENT = "process_event"
+CLASSIFY = "classify"
+ACT = "act"
+SYNC_GRANT = "sync_grant"
 TEST_TASK = "test_task"
+# The job that runs each stage of an email's chain.
+STAGE_JOBS = {"classify": CLASSIFY, "act": ACT}
 
 
 def serialize(value: Any) -> bytes:
@@ -51,6 +57,35 @@ def process_event_job_id(event_id: int) -> str:
 async def enqueue_process_event(queue: ArqRedis, event_id: int) -> Job | None:
     """Queue the event's job; None when a job with its id is already queued, running or kept as a result."""
     return await queue.enqueue_job(PROCESS_EVENT, event_id, _job_id=process_event_job_id(event_id))
+
+
+def stage_job_id(stage: str, email_id: int) -> str:
+    return f"{STAGE_JOBS[stage]}:{email_id}"
+
+
+async def enqueue_stage(queue: ArqRedis, stage: str, email_id: int, *, force: bool = False) -> Job | None:
+    """Queue the email's next stage; None when that job is already queued or running."""
+    return await queue.enqueue_job(STAGE_JOBS[stage], email_id, force, _job_id=stage_job_id(stage, email_id))
+
+
+async def enqueue_sync_grant(
+    queue: ArqRedis, grant_id: str, *, since: float | None = None, page_token: str | None = None, tick: str = ""
+) -> Job | None:
+    job_id = f"{SYNC_GRANT}:{grant_id}:{tick or page_token or since or 'now'}"
+    return await queue.enqueue_job(SYNC_GRANT, grant_id, since, page_token, _job_id=job_id)
+
+
+async def is_live(queue: ArqRedis, job_id: str) -> bool:
+    """True while arq has the job queued, deferred or running."""
+    return bool(await queue.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id))
+
+
+async def requeue(queue: ArqRedis, job_id: str, function: str, *args: Any) -> bool:
+    """Enqueue a job again under its own id, dropping a kept result that would make arq refuse it."""
+    if await is_live(queue, job_id):
+        return False
+    await queue.delete(result_key_prefix + job_id)
+    return await queue.enqueue_job(function, *args, _job_id=job_id) is not None
 
 
 async def enqueue_test_task(queue: ArqRedis, message: str) -> Job | None:

@@ -16,6 +16,8 @@ from jobs.errors import PermanentError, TransientError
 T = TypeVar("T")
 
 _TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 507})
+# Nylas filters by metadata only on the reserved keys key1..key5; mailroom tags what it creates with this one.
+METADATA_KEY = "key5"
 
 
 class NylasGateway:
@@ -29,6 +31,48 @@ class NylasGateway:
         def call() -> dict[str, Any]:
             response = self._client.messages.find(identifier=grant_id, message_id=message_id)
             return response.data.to_dict()  # type: ignore[no-any-return]
+
+        return await self._run(call)
+
+    async def list_messages(
+        self, grant_id: str, *, received_after: int, page_token: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        def call() -> tuple[list[dict[str, Any]], str | None]:
+            params: dict[str, Any] = {"limit": limit, "received_after": received_after}
+            if page_token:
+                params["page_token"] = page_token
+            response = self._client.messages.list(identifier=grant_id, query_params=params)
+            return [m.to_dict() for m in response.data], response.next_cursor
+
+        return await self._run(call)
+
+    async def update_message(self, grant_id: str, message_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        def call() -> dict[str, Any]:
+            response = self._client.messages.update(identifier=grant_id, message_id=message_id, request_body=changes)
+            return response.data.to_dict()  # type: ignore[no-any-return]
+
+        return await self._run(call)
+
+    async def create_draft(self, grant_id: str, draft: dict[str, Any]) -> dict[str, Any]:
+        def call() -> dict[str, Any]:
+            return self._client.drafts.create(identifier=grant_id, request_body=draft).data.to_dict()  # type: ignore[no-any-return]
+
+        return await self._run(call)
+
+    async def send_message(self, grant_id: str, message: dict[str, Any]) -> dict[str, Any]:
+        def call() -> dict[str, Any]:
+            return self._client.messages.send(identifier=grant_id, request_body=message).data.to_dict()  # type: ignore[no-any-return]
+
+        return await self._run(call)
+
+    async def find_tagged(self, grant_id: str, *, drafts: bool, tag: str) -> dict[str, Any] | None:
+        """The draft or message we created earlier with this tag in its metadata, if Nylas has it."""
+
+        def call() -> dict[str, Any] | None:
+            params: dict[str, Any] = {"metadata_pair": f"{METADATA_KEY}:{tag}", "limit": 1}
+            resource = self._client.drafts if drafts else self._client.messages
+            found = resource.list(identifier=grant_id, query_params=params).data
+            return found[0].to_dict() if found else None
 
         return await self._run(call)
 
@@ -48,7 +92,7 @@ def translate(exc: Exception) -> Exception:
     if isinstance(exc, NylasApiError):
         status = exc.status_code
         if status in _TRANSIENT_STATUSES or status >= 500:
-            return TransientError(f"Nylas answered {status}: {exc}", retry_after=_retry_after(exc))
+            return TransientError(f"Nylas answered {status}: {exc}", retry_after=_retry_after(exc), status_code=status)
         return PermanentError(f"Nylas answered {status}: {exc}", status_code=status)
     if isinstance(exc, NylasSdkTimeoutError):
         return TransientError(f"Nylas did not answer within {exc.timeout}s")

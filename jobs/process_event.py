@@ -1,116 +1,205 @@
-"""Job `process_event(event_id)`: turn one stored notification into an email or grant state. Idempotent."""
+"""Job `process_event(event_id)`: one stored notification becomes an email or a grant state. Idempotent.
+
+Then the email's chain goes on: classify, then act (jobs/classify_email.py, jobs/act_on_email.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from typing import Any
 
 import structlog
 from arq import Retry
 
-from db import emails, grants, webhook_events
-from db.errors import DatabaseError, translate_errors
+from db import emails, grants, stage_runs, webhook_events
+from db.errors import translate_errors
 from db.models import WebhookEvent
 from db.uow import unit_of_work
-from jobs.backoff import retry_delay
+from jobs.calls import defer_for
 from jobs.context import JobContext
-from jobs.errors import PermanentError, TransientError
+from jobs.enqueue import enqueue_process_event, enqueue_stage, enqueue_sync_grant
+from jobs.errors import Throttled
+from jobs.failures import Verdict, judge
 from jobs.messages import email_columns, is_complete
-from jobs.triggers import GRANT_STATUS_BY_TYPE, Kind, parse_trigger
+from jobs.triggers import GRANT_STATUS_BY_TYPE, Kind, Trigger, parse_trigger
 
 log = structlog.get_logger(__name__)
 
+_RUNNABLE = ("received", "queued", "processing")
+
 
 async def process_event(ctx: dict[str, Any], event_id: int) -> str:
-    """Returns what happened: `processed`, `skipped` (already done), `retrying` never returns (arq.Retry), `failed`."""
+    """Returns what happened: processed, skipped (already done), parked, missing, dead; or raises arq.Retry."""
     jc = JobContext.from_ctx(ctx)
-    job_try: int = ctx.get("job_try", 1)
-    bound = log.bind(event_id=event_id, job_id=ctx.get("job_id"), job_try=job_try)
+    bound = log.bind(event_id=event_id, job_id=ctx.get("job_id"))
+    with translate_errors():
+        async with jc.sessionmaker() as session:
+            event = await webhook_events.get(session, event_id)
+    if event is None or event.status not in _RUNNABLE:
+        return "skipped"
+    trigger = parse_trigger(event.type)
+    if trigger is None:
+        return "skipped"
+    bound = bound.bind(type=event.type, grant_id=event.grant_id)
+    obj: dict[str, Any] = event.payload["data"]["object"]
+    needs_fetch = trigger.kind is Kind.MESSAGE and (trigger.truncated or not is_complete(obj))
+
+    if needs_fetch:
+        assert event.grant_id is not None
+        # Checked before the claim, so waiting for a grant or for throttle room never spends a try.
+        with translate_errors():
+            async with jc.sessionmaker() as session:
+                allowed = await grants.may_call_nylas(session, event.grant_id)
+        if not allowed:
+            with translate_errors():
+                async with unit_of_work(jc.sessionmaker) as session:
+                    await webhook_events.park(session, event_id, reason="grant paused")
+            bound.info("event.parked")
+            return "parked"
+        wait = await jc.throttle.acquire(event.grant_id)
+        if wait:
+            raise defer_for(Throttled(wait))
+
+    with translate_errors():
+        async with unit_of_work(jc.sessionmaker) as session:
+            claimed = await webhook_events.start_processing(session, event_id)
+            if claimed is None:
+                return "skipped"
+            run_id = await stage_runs.start(
+                session,
+                stage="process",
+                attempt=claimed.attempts,
+                event_id=event_id,
+                grant_id=event.grant_id,
+                job_id=ctx.get("job_id"),
+            )
     try:
+        async with asyncio.timeout(jc.settings.job_timeout * 0.9):
+            outcome = await _apply(jc, claimed, trigger, run_id, fetched=needs_fetch)
+    except Exception as exc:
+        return await _failed(jc, claimed, run_id, exc, bound)
+    bound.info("event.processed", outcome=outcome)
+    return outcome
+
+
+async def _apply(jc: JobContext, event: WebhookEvent, trigger: Trigger, run_id: int, *, fetched: bool) -> str:
+    obj: dict[str, Any] = event.payload["data"]["object"]
+    if trigger.kind is Kind.GRANT:
+        return await _apply_grant(jc, event, trigger, run_id)
+    assert event.grant_id is not None and event.object_id is not None
+    grant_id, message_id = event.grant_id, event.object_id
+    if trigger.kind is Kind.MESSAGE_DELETED:
         with translate_errors():
             async with unit_of_work(jc.sessionmaker) as session:
-                event = await webhook_events.start_processing(session, event_id)
-        if event is None:
-            bound.info("event.skipped")
-            return "skipped"
-        bound = bound.bind(type=event.type, grant_id=event.grant_id)
-        await _apply(jc, event)
-    except (TransientError, DatabaseError) as exc:
-        retry_after = exc.retry_after if isinstance(exc, TransientError) else None
-        return await _failed(jc, event_id, exc, job_try, bound, retry_after=retry_after, permanent=False)
-    except PermanentError as exc:
-        return await _failed(jc, event_id, exc, job_try, bound, retry_after=None, permanent=True)
-    bound.info("event.processed")
+                await emails.mark_deleted(session, grant_id=grant_id, message_id=message_id, state_at=event.notified_at)
+                await webhook_events.mark_processed(session, event.id)
+                await stage_runs.finish(session, run_id, status="succeeded", detail={"deleted": True})
+        return "processed"
+
+    if fetched:
+        # The throttle already granted this call (before the claim).
+        message = await jc.nylas.find_message(grant_id, message_id)
+    else:
+        message = obj
+    columns = email_columns(message)
+    with translate_errors():
+        async with unit_of_work(jc.sessionmaker) as session:
+            await grants.ensure(session, grant_id)
+            stored = await emails.upsert(
+                session, grant_id=grant_id, message_id=message_id, state_at=event.notified_at, columns=columns
+            )
+            await webhook_events.mark_processed(session, event.id)
+            await stage_runs.finish(
+                session,
+                run_id,
+                status="succeeded",
+                email_id=stored.email_id,
+                detail={"fetched": fetched, "inserted": stored.inserted, "written": stored.written},
+            )
+    if stored.pipeline_state in ("classify", "act") and not stored.waiting:
+        await enqueue_stage(jc.queue, stored.pipeline_state, stored.email_id)
     return "processed"
 
 
-async def _apply(jc: JobContext, event: WebhookEvent) -> None:
-    trigger = parse_trigger(event.type)
+async def _apply_grant(jc: JobContext, event: WebhookEvent, trigger: Trigger, run_id: int) -> str:
+    assert event.grant_id is not None
     obj: dict[str, Any] = event.payload["data"]["object"]
-    if trigger is None:
-        raise PermanentError(f"type {event.type!r} is not processed")
-    if trigger.kind is Kind.MESSAGE:
-        assert event.grant_id is not None and event.object_id is not None
-        message = obj if not trigger.truncated and is_complete(obj) else None
-        if message is None:
-            message = await jc.nylas.find_message(event.grant_id, event.object_id)
-        columns = email_columns(message)
-        with translate_errors():
-            async with unit_of_work(jc.sessionmaker) as session:
-                await grants.ensure(session, event.grant_id)
-                await emails.upsert(
-                    session,
-                    grant_id=event.grant_id,
-                    message_id=event.object_id,
-                    state_at=event.notified_at,
-                    columns=columns,
-                )
-                await webhook_events.mark_processed(session, event.id)
-    elif trigger.kind is Kind.MESSAGE_DELETED:
-        assert event.grant_id is not None and event.object_id is not None
-        with translate_errors():
-            async with unit_of_work(jc.sessionmaker) as session:
-                await emails.mark_deleted(
+    status = GRANT_STATUS_BY_TYPE[trigger.base]
+    resumed_from = None
+    unparked_events: list[int] = []
+    unparked_emails: list[tuple[int, str]] = []
+    with translate_errors():
+        async with unit_of_work(jc.sessionmaker) as session:
+            applied = await grants.apply_state(
+                session,
+                grant_id=event.grant_id,
+                status=status,
+                state_at=event.notified_at,
+                email=obj.get("email") if isinstance(obj.get("email"), str) else None,
+                provider=obj.get("provider") if isinstance(obj.get("provider"), str) else None,
+            )
+            if applied and status == "expired":
+                await grants.pause(session, event.grant_id, reason="grant.expired")
+            elif applied and status == "active":
+                resumed_from = await grants.resume(session, event.grant_id)
+                unparked_events = await webhook_events.unpark_grant(session, event.grant_id)
+                unparked_emails = await emails.unpark_grant(session, event.grant_id)
+            elif applied and status == "deleted":
+                await grants.mark_deleted(session, event.grant_id)
+                await webhook_events.stop_grant(session, event.grant_id)
+                await emails.stop_grant(session, event.grant_id)
+            await webhook_events.mark_processed(session, event.id)
+            await stage_runs.finish(
+                session,
+                run_id,
+                status="succeeded",
+                detail={"applied": applied, "status": status, "unparked": len(unparked_events) + len(unparked_emails)},
+            )
+    for parked_event in unparked_events:
+        await enqueue_process_event(jc.queue, parked_event)
+    for email_id, stage in unparked_emails:
+        if stage in ("classify", "act"):
+            await enqueue_stage(jc.queue, stage, email_id)
+    if resumed_from is not None:
+        # Backfill what the pause may have missed: Nylas re-sends webhooks only for outages under 72 h.
+        since = resumed_from - timedelta(seconds=jc.settings.sync_overlap_seconds)
+        await enqueue_sync_grant(jc.queue, event.grant_id, since=since.timestamp(), tick=f"resume-{event.id}")
+    return "processed"
+
+
+async def _failed(jc: JobContext, event: WebhookEvent, run_id: int, exc: Exception, bound: Any) -> str:
+    failure = judge(exc, attempt=event.attempts, settings=jc.settings)
+    assert event.grant_id is not None or failure.verdict in (Verdict.RETRY, Verdict.DEAD)
+    with translate_errors():
+        async with unit_of_work(jc.sessionmaker) as session:
+            if failure.verdict is Verdict.MISSING:
+                assert event.grant_id is not None and event.object_id is not None
+                email_id = await emails.mark_missing(
                     session, grant_id=event.grant_id, message_id=event.object_id, state_at=event.notified_at
                 )
                 await webhook_events.mark_processed(session, event.id)
-    else:
-        assert event.grant_id is not None
-        with translate_errors():
-            async with unit_of_work(jc.sessionmaker) as session:
-                await grants.apply_state(
-                    session,
-                    grant_id=event.grant_id,
-                    status=GRANT_STATUS_BY_TYPE[trigger.base],
-                    state_at=event.notified_at,
-                    email=obj.get("email") if isinstance(obj.get("email"), str) else None,
-                    provider=obj.get("provider") if isinstance(obj.get("provider"), str) else None,
+                await stage_runs.finish(
+                    session, run_id, status="skipped", email_id=email_id, error=failure.error, detail={"missing": True}
                 )
-                await webhook_events.mark_processed(session, event.id)
-
-
-async def _failed(
-    jc: JobContext,
-    event_id: int,
-    exc: Exception,
-    job_try: int,
-    bound: Any,
-    *,
-    retry_after: float | None,
-    permanent: bool,
-) -> str:
-    final = permanent or job_try >= jc.settings.job_max_tries
-    error = f"{type(exc).__name__}: {exc}"
-    try:
-        with translate_errors():
-            async with unit_of_work(jc.sessionmaker) as session:
-                await webhook_events.mark_attempt_failed(session, event_id, error=error, final=final)
-    except DatabaseError as db_exc:
-        bound.warning("event.failure_not_recorded", error=str(db_exc))
-    if final:
-        bound.error("event.failed", error=error, permanent=permanent)
-        return "failed"
-    delay = retry_delay(
-        job_try, base=jc.settings.retry_base_delay, cap=jc.settings.retry_max_delay, retry_after=retry_after
-    )
-    bound.warning("event.retrying", error=error, defer_s=round(delay, 3))
-    raise Retry(defer=delay)
+            elif failure.verdict is Verdict.PARK:
+                assert event.grant_id is not None
+                await grants.pause(session, event.grant_id, reason=failure.error)
+                await webhook_events.park(session, event.id, reason=failure.error)
+                await stage_runs.finish(session, run_id, status="parked", error=failure.error)
+            else:
+                dead = failure.verdict is Verdict.DEAD
+                await webhook_events.mark_attempt_failed(session, event.id, error=failure.error, final=dead)
+                await stage_runs.finish(
+                    session,
+                    run_id,
+                    status="dead" if dead else "retrying",
+                    error=failure.error,
+                    traceback=failure.traceback if dead else None,
+                )
+    if failure.verdict is Verdict.RETRY:
+        bound.warning("event.retrying", error=failure.error, attempt=event.attempts, defer_s=round(failure.delay, 3))
+        raise Retry(defer=failure.delay) from exc
+    level = bound.error if failure.verdict is Verdict.DEAD else bound.warning
+    level("event." + failure.verdict.value, error=failure.error, attempt=event.attempts)
+    return failure.verdict.value

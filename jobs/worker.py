@@ -1,20 +1,33 @@
-"""arq worker wiring: the functions, their limits, and the start-up/shut-down that own the worker's resources."""
+"""arq worker wiring: the functions, their limits, the cron schedule, and the start-up/shut-down that own the
+worker's resources."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
 from arq import Worker
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis, RedisSettings
+from arq.cron import CronJob, cron
 from arq.worker import Function, func
 
 from db.engine import create_engine, create_sessionmaker
 from jobs import enqueue
+from jobs.act_on_email import act
+from jobs.classifier import build_classifier
+from jobs.classify_email import classify
 from jobs.context import CTX_KEY, JobContext
+from jobs.cron import sweep_cron, sync_cron
 from jobs.nylas_client import NylasGateway
 from jobs.process_event import process_event
+from jobs.rules import load_rules
+from jobs.sync import sync_grant
 from jobs.test_task import test_task
+from jobs.throttle import GrantThrottle
 from mailroom.settings import Settings
+
+# Our own try counts (in PostgreSQL) decide retries; arq's counter also grows on every deferral for throttling,
+# so its limit is only a backstop.
+ARQ_MAX_TRIES = 1000
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -28,6 +41,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         connect_timeout=settings.db_connect_timeout,
         application_name="mailroom-worker",
     )
+    queue: ArqRedis = ctx["redis"]
+    rules = load_rules(settings.rules_file)
     ctx[CTX_KEY] = JobContext(
         settings=settings,
         engine=engine,
@@ -39,6 +54,10 @@ async def startup(ctx: dict[str, Any]) -> None:
             # One thread per job slot: a job never waits for a thread while holding its slot.
             threads=settings.worker_concurrency,
         ),
+        queue=queue,
+        throttle=GrantThrottle(queue, rate=settings.nylas_rate_per_grant),
+        rules=rules,
+        classifier=build_classifier(settings.classifier, rules),
     )
 
 
@@ -50,9 +69,27 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 def functions(settings: Settings) -> list[Function]:
+    timeout = settings.job_timeout
     return [
-        func(process_event, name=enqueue.PROCESS_EVENT, timeout=settings.job_timeout, max_tries=settings.job_max_tries),
-        func(test_task, name=enqueue.TEST_TASK, timeout=max(settings.job_timeout, settings.test_task_sleep + 10)),
+        func(process_event, name=enqueue.PROCESS_EVENT, timeout=timeout, max_tries=ARQ_MAX_TRIES),
+        func(classify, name=enqueue.CLASSIFY, timeout=timeout, max_tries=ARQ_MAX_TRIES),
+        func(act, name=enqueue.ACT, timeout=timeout, max_tries=ARQ_MAX_TRIES),
+        func(sync_grant, name=enqueue.SYNC_GRANT, timeout=timeout, max_tries=ARQ_MAX_TRIES),
+        func(test_task, name=enqueue.TEST_TASK, timeout=max(timeout, settings.test_task_sleep + 10)),
+    ]
+
+
+def cron_jobs(settings: Settings) -> list[CronJob]:
+    every = settings.sync_interval_minutes
+    return [
+        cron(sweep_cron, name="cron:sweep", second=0, timeout=settings.job_timeout, run_at_startup=False),
+        cron(
+            sync_cron,
+            name="cron:sync_recent_emails",
+            minute=set(range(0, 60, every)),
+            second=0,
+            timeout=settings.job_timeout,
+        ),
     ]
 
 
@@ -60,6 +97,7 @@ class WorkerSettings:
     """For `arq jobs.worker.WorkerSettings`; settings then come from the environment. `mailroom worker` is preferred."""
 
     functions: ClassVar[list[Function]] = functions(Settings.model_construct())
+    cron_jobs: ClassVar[list[CronJob]] = cron_jobs(Settings.model_construct())
     on_startup = startup
     on_shutdown = shutdown
     job_serializer = enqueue.serialize
@@ -73,6 +111,7 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
         raise ValueError("create_worker needs redis_url (the CLI resolves the embedded default)")
     options: dict[str, Any] = {
         "functions": functions(settings),
+        "cron_jobs": cron_jobs(settings),
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": settings.queue_name,
         "on_startup": startup,
@@ -82,7 +121,7 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
         "poll_delay": settings.worker_poll_delay,
         "job_timeout": settings.job_timeout,
         "keep_result": settings.job_keep_result,
-        "max_tries": settings.job_max_tries,
+        "max_tries": ARQ_MAX_TRIES,
         "job_serializer": enqueue.serialize,
         "job_deserializer": enqueue.deserialize,
         "health_check_key": f"{settings.queue_name}:health-check",

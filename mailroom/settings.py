@@ -47,13 +47,32 @@ class Settings(BaseSettings):
     redis_timeout: float = Field(default=2.0, gt=0)
     queue_name: str = "mailroom:queue"
 
-    # Worker.
+    # Worker. arq re-runs a killed worker's job only after the longest job timeout + 10 s: keep timeouts tight.
     worker_concurrency: int = Field(default=50, gt=0)
     worker_poll_delay: float = Field(default=0.05, gt=0)
-    job_timeout: float = Field(default=60.0, gt=0)
-    job_max_tries: int = Field(default=5, gt=0)
-    retry_base_delay: float = Field(default=1.0, ge=0)
-    retry_max_delay: float = Field(default=300.0, ge=0)
+    job_timeout: float = Field(default=30.0, gt=0)
+    # Retry policy, one for every stage; the defaults mirror the Celery guide (3 tries, about a minute apart).
+    job_max_tries: int = Field(default=3, gt=0)
+    retry_base_delay: float = Field(default=60.0, ge=0)
+    retry_max_delay: float = Field(default=600.0, ge=0)
+
+    # Classification and actions.
+    rules_file: Path | None = None  # None: the rule set shipped in jobs/default_rules.toml
+    classifier: str = "rules"  # or "package.module:factory" returning a Classifier
+    actions_dry_run: bool = False
+
+    # Calls to Nylas per grant per second, across all workers (Nylas allows 200; providers allow less).
+    nylas_rate_per_grant: int = Field(default=10, gt=0)
+
+    # Cron.
+    sync_interval_minutes: int = Field(default=10, ge=1, le=60)
+    sync_overlap_seconds: int = Field(default=300, ge=0)
+    sync_initial_lookback_hours: float = Field(default=24.0, ge=0)
+    sync_page_size: int = Field(default=50, ge=1, le=200)
+    sync_pages_per_job: int = Field(default=10, ge=1)
+    # Work with no live job for this long is queued again by the sweeper (must exceed job_timeout).
+    sweep_after_seconds: float = Field(default=120.0, gt=0)
+    sweep_batch: int = Field(default=1000, gt=0)
     job_keep_result: float = Field(default=3600.0, ge=0)
     test_task_sleep: float = Field(default=1.0, ge=0)
 

@@ -48,6 +48,8 @@ class RecordedRequest:
 @dataclass
 class FakeNylas:
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    drafts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    sent: list[dict[str, Any]] = field(default_factory=list)
     grants: dict[str, dict[str, Any]] = field(default_factory=dict)
     latency: float = 0.0
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -72,6 +74,8 @@ class FakeNylas:
     def reset(self) -> None:
         with self._lock:
             self.messages.clear()
+            self.drafts.clear()
+            self.sent.clear()
             self.grants.clear()
             self.requests.clear()
             self._faults.clear()
@@ -101,7 +105,8 @@ class FakeNylas:
                 return _error(401, "api.authentication_error", "Unauthorized")
             if fault is not None:
                 return _fault_response(fault)
-            return self._route(request.method, segments, request)
+            body = await request.json() if request.method in ("PUT", "POST") and await request.body() else {}
+            return self._route(request.method, segments, request, body)
 
         return Starlette(routes=[Route("/{path:path}", dispatch, methods=["GET", "PUT", "POST", "DELETE"])])
 
@@ -114,8 +119,21 @@ class FakeNylas:
                 return fault
         return None
 
-    def _route(self, method: str, segments: list[str], request: Request) -> Response:
+    def _route(self, method: str, segments: list[str], request: Request, body: dict[str, Any]) -> Response:
         match segments:
+            case ["v3", "grants", grant_id, "messages", "send"] if method == "POST":
+                return self._create(grant_id, body, sent=True)
+            case ["v3", "grants", grant_id, "drafts"] if method == "POST":
+                return self._create(grant_id, body, sent=False)
+            case ["v3", "grants", grant_id, "drafts"] if method == "GET":
+                return self._list_tagged(self.drafts, grant_id, request)
+            case ["v3", "grants", grant_id, "messages", message_id] if method == "PUT":
+                with self._lock:
+                    message = self.messages.get((grant_id, message_id))
+                    if message is None:
+                        return _error(404, "api.not_found_error", f"message {message_id} not found")
+                    message.update({k: v for k, v in body.items() if k in ("unread", "starred", "folders", "metadata")})
+                    return _data(dict(message))
             case ["v3", "grants", grant_id] if method == "GET":
                 grant = self.grants.get(grant_id, {"id": grant_id, "provider": "google", "grant_status": "valid"})
                 return _data(grant)
@@ -129,8 +147,28 @@ class FakeNylas:
                 return _data(message)
         return _error(404, "api.not_found_error", f"no route for {method} /{'/'.join(segments)}")
 
+    def _create(self, grant_id: str, body: dict[str, Any], *, sent: bool) -> Response:
+        with self._lock:
+            new_id = f"{'msg' if sent else 'draft'}_new_{next(self._ids)}"
+            created = {**body, "id": new_id, "grant_id": grant_id, "object": "message" if sent else "draft"}
+            if sent:
+                self.sent.append(created)
+            else:
+                self.drafts[(grant_id, new_id)] = created
+        return _data(created)
+
+    def _list_tagged(self, store: dict[tuple[str, str], dict[str, Any]], grant_id: str, request: Request) -> Response:
+        key, _, value = request.query_params.get("metadata_pair", "").partition(":")
+        with self._lock:
+            found = [d for (g, _), d in store.items() if g == grant_id and (d.get("metadata") or {}).get(key) == value]
+        return JSONResponse({"request_id": _request_id(), "data": found, "next_cursor": None})
+
     def _list_messages(self, grant_id: str, request: Request) -> Response:
         params = request.query_params
+        if "metadata_pair" in params:
+            with self._lock:
+                store = {(m["grant_id"], m["id"]): m for m in self.sent}
+            return self._list_tagged(store, grant_id, request)
         limit = max(1, min(200, int(params.get("limit", "50"))))
         after = int(params.get("received_after", "0"))
         offset = int(params.get("page_token") or 0)

@@ -1,0 +1,30 @@
+"""Job `classify(email_id, force)`: run the configured classifier on a stored email, then chain `act`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from jobs import email_stages
+from jobs.classifier import EmailView
+from jobs.context import JobContext
+
+
+async def classify(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:
+    jc = JobContext.from_ctx(ctx)
+    claimed = await email_stages.claim(jc, ctx, email_id, "classify", force=force)
+    if claimed is None:
+        return "skipped"
+    async with email_stages.failures_handled(jc, claimed, "classify"):
+        email = claimed.email
+        result = jc.classifier.classify(EmailView.from_message(email.raw, folders=email.folders))
+        await email_stages.succeed(
+            jc,
+            claimed,
+            to="act",
+            detail={"class": result.label, "rule": result.rule},
+            classification=result.label,
+            classified_at=datetime.now(UTC),
+        )
+        return "succeeded"
+    return "failed"

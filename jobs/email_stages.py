@@ -1,0 +1,122 @@
+"""What the classify and act stages share: claiming a try, recording it, and the one failure policy."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from arq import Retry
+from sqlalchemy import update
+
+from db import emails, grants, stage_runs
+from db.errors import translate_errors
+from db.models import Email
+from db.uow import unit_of_work
+from jobs.calls import defer_for
+from jobs.context import JobContext
+from jobs.enqueue import enqueue_stage
+from jobs.errors import Throttled
+from jobs.failures import Verdict, judge
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    email: Email
+    run_id: int
+    log: Any
+
+
+async def claim(jc: JobContext, ctx: dict[str, Any], email_id: int, stage: str, *, force: bool) -> Claimed | None:
+    """Start a counted try of the stage; None when the email does not wait for it (done, dead, parked, gone)."""
+    with translate_errors():
+        async with unit_of_work(jc.sessionmaker) as session:
+            email = await emails.claim_stage(session, email_id, stage=stage, force=force)
+            if email is None:
+                return None
+            run_id = await stage_runs.start(
+                session,
+                stage=stage,
+                attempt=email.stage_attempts,
+                email_id=email_id,
+                grant_id=email.grant_id,
+                job_id=ctx.get("job_id"),
+            )
+    bound = log.bind(stage=stage, email_id=email_id, grant_id=email.grant_id, job_id=ctx.get("job_id"))
+    return Claimed(email=email, run_id=run_id, log=bound)
+
+
+async def succeed(jc: JobContext, claimed: Claimed, *, to: str, detail: dict[str, Any], **columns: Any) -> None:
+    with translate_errors():
+        async with unit_of_work(jc.sessionmaker) as session:
+            await emails.advance(session, claimed.email.id, to=to, **columns)
+            await stage_runs.finish(session, claimed.run_id, status="succeeded", detail=detail)
+    if to in ("classify", "act"):
+        await enqueue_stage(jc.queue, to, claimed.email.id)
+    claimed.log.info("stage.succeeded", next=to)
+
+
+async def park(jc: JobContext, email_id: int, stage: str) -> str:
+    with translate_errors():
+        async with unit_of_work(jc.sessionmaker) as session:
+            await emails.park(session, email_id)
+    log.info("stage.parked", stage=stage, email_id=email_id)
+    return "parked"
+
+
+@asynccontextmanager
+async def failures_handled(jc: JobContext, claimed: Claimed, stage: str) -> AsyncIterator[None]:
+    """Turn whatever the stage raises into the policy's outcome: retry later, dead letter, park, or gone."""
+    try:
+        yield
+    except Throttled as exc:
+        # Waiting for room under the grant's rate is not a failed try: give the try back.
+        with translate_errors():
+            async with unit_of_work(jc.sessionmaker) as session:
+                await session.execute(
+                    update(Email).where(Email.id == claimed.email.id).values(stage_attempts=Email.stage_attempts - 1)
+                )
+                await stage_runs.finish(session, claimed.run_id, status="retrying", error=str(exc))
+        raise defer_for(exc) from exc
+    except Exception as exc:
+        await _record_failure(jc, claimed, stage, exc)
+
+
+async def _record_failure(jc: JobContext, claimed: Claimed, stage: str, exc: Exception) -> None:
+    email = claimed.email
+    failure = judge(exc, attempt=email.stage_attempts, settings=jc.settings)
+    with translate_errors():
+        async with unit_of_work(jc.sessionmaker) as session:
+            if failure.verdict is Verdict.MISSING:
+                await emails.mark_missing(
+                    session, grant_id=email.grant_id, message_id=email.message_id, state_at=email.state_at
+                )
+                await stage_runs.finish(session, claimed.run_id, status="skipped", error=failure.error)
+            elif failure.verdict is Verdict.PARK:
+                await grants.pause(session, email.grant_id, reason=failure.error)
+                await emails.park(session, email.id)
+                await stage_runs.finish(session, claimed.run_id, status="parked", error=failure.error)
+            else:
+                dead = failure.verdict is Verdict.DEAD
+                await emails.stage_failed(session, email.id, error=failure.error, dead=dead)
+                await stage_runs.finish(
+                    session,
+                    claimed.run_id,
+                    status="dead" if dead else "retrying",
+                    error=failure.error,
+                    traceback=failure.traceback if dead else None,
+                )
+    if failure.verdict is Verdict.RETRY:
+        claimed.log.warning("stage.retrying", error=failure.error, defer_s=round(failure.delay, 3))
+        raise Retry(defer=failure.delay) from exc
+    claimed.log.warning("stage." + failure.verdict.value, error=failure.error, attempt=email.stage_attempts)
+
+
+async def may_call(jc: JobContext, grant_id: str) -> bool:
+    with translate_errors():
+        async with jc.sessionmaker() as session:
+            return await grants.may_call_nylas(session, grant_id)

@@ -1,0 +1,48 @@
+"""One retry policy for every stage: what a failure means (retry, dead letter, park, message gone)."""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from dataclasses import dataclass
+from enum import StrEnum
+
+from db.errors import DatabaseError
+from jobs.backoff import retry_delay
+from jobs.errors import GrantPaused, PermanentError, TransientError
+from mailroom.settings import Settings
+
+
+class Verdict(StrEnum):
+    RETRY = "retry"
+    DEAD = "dead"
+    PARK = "park"  # the grant's credentials were refused: wait for grant.updated
+    MISSING = "missing"  # Nylas answered 404: the message is gone
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    verdict: Verdict
+    error: str
+    traceback: str | None
+    delay: float = 0.0
+
+
+def judge(exc: BaseException, *, attempt: int, settings: Settings) -> Failure:
+    """Pure: the policy. Transient failures (and bugs) retry with backoff until the tries run out."""
+    error = f"{type(exc).__name__}: {exc}"
+    trace = "".join(traceback.format_exception(exc))
+    if isinstance(exc, GrantPaused):
+        return Failure(Verdict.PARK, error, None)
+    if isinstance(exc, PermanentError):
+        if exc.status_code == 404:
+            return Failure(Verdict.MISSING, error, None)
+        if exc.status_code in (401, 403):
+            return Failure(Verdict.PARK, error, None)
+        return Failure(Verdict.DEAD, error, trace)
+    transient = isinstance(exc, (TransientError, DatabaseError, TimeoutError, asyncio.TimeoutError))
+    retry_after = exc.retry_after if isinstance(exc, TransientError) else None
+    if attempt >= settings.job_max_tries:
+        return Failure(Verdict.DEAD, error if transient else f"{error} (unexpected)", trace)
+    delay = retry_delay(attempt, base=settings.retry_base_delay, cap=settings.retry_max_delay, retry_after=retry_after)
+    return Failure(Verdict.RETRY, error, trace, delay)

@@ -1,0 +1,44 @@
+"""Pure: which actions a class calls for, with the idempotency key that makes each happen at most once."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from jobs.classifier import EmailView
+from jobs.rules import RulesConfig
+
+# Kinds whose effect a repeat would duplicate (a second draft, a second forward). The others set state.
+NOT_REPEATABLE = frozenset({"draft_reply", "forward"})
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAction:
+    kind: str
+    params: dict[str, Any]
+    idempotency_key: str
+
+
+def decide(config: RulesConfig, *, label: str, grant_id: str, message_id: str, email: EmailView) -> list[PlannedAction]:
+    planned = []
+    for spec in config.actions.get(label, []):
+        params = spec.model_dump(exclude={"kind"})
+        if spec.kind == "draft_reply":
+            params = {"body": render(params.pop("template"), email), "subject": reply_subject(email.subject)}
+        digest = hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        key = f"{grant_id}:{message_id}:{spec.kind}:{digest}"
+        planned.append(PlannedAction(kind=spec.kind, params=params, idempotency_key=key))
+    return planned
+
+
+def render(template: str, email: EmailView) -> str:
+    first = email.from_name.split()[0] if email.from_name.strip() else email.from_email.partition("@")[0]
+    values = {"subject": email.subject, "from_name": email.from_name, "from_email": email.from_email}
+    return template.format_map({**values, "first_name": first})
+
+
+def reply_subject(subject: str) -> str:
+    return subject if subject.lower().startswith("re:") else f"Re: {subject}"

@@ -1,0 +1,67 @@
+"""The sweeper: work the database says is unfinished and Redis has no job for is queued again.
+
+This is what makes a failed enqueue, a Redis restart or a Redis flush lose nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import func, update
+
+from db import emails, webhook_events
+from db.errors import translate_errors
+from db.models import Email, WebhookEvent
+from db.uow import unit_of_work
+from jobs.context import JobContext
+from jobs.enqueue import PROCESS_EVENT, STAGE_JOBS, process_event_job_id, requeue, stage_job_id
+
+log = structlog.get_logger(__name__)
+
+
+async def sweep(jc: JobContext) -> dict[str, Any]:
+    cutoff = datetime.now(UTC) - timedelta(seconds=jc.settings.sweep_after_seconds)
+    with translate_errors():
+        async with jc.sessionmaker() as session:
+            event_ids = await webhook_events.stuck(session, older_than=cutoff, limit=jc.settings.sweep_batch)
+            waiting = await emails.stuck(session, older_than=cutoff, limit=jc.settings.sweep_batch)
+    requeued_events = [
+        event_id
+        for event_id in event_ids
+        if await requeue(jc.queue, process_event_job_id(event_id), PROCESS_EVENT, event_id)
+    ]
+    requeued_emails = [
+        email_id
+        for email_id, stage in waiting
+        if await requeue(jc.queue, stage_job_id(stage, email_id), STAGE_JOBS[stage], email_id, False)
+    ]
+    with translate_errors():
+        async with unit_of_work(jc.sessionmaker) as session:
+            # Touched, so the next sweep gives the new job its time before looking again.
+            if event_ids:
+                await session.execute(
+                    update(WebhookEvent)
+                    .where(WebhookEvent.id.in_(event_ids))
+                    .values(
+                        updated_at=func.now(),
+                        status=func.coalesce(
+                            func.nullif(WebhookEvent.status, "received"),
+                            "queued",
+                        ),
+                    )
+                )
+            if waiting:
+                await session.execute(
+                    update(Email).where(Email.id.in_([e for e, _ in waiting])).values(pipeline_updated_at=func.now())
+                )
+    result = {
+        "events_stuck": len(event_ids),
+        "events_requeued": len(requeued_events),
+        "emails_stuck": len(waiting),
+        "emails_requeued": len(requeued_emails),
+    }
+    if requeued_events or requeued_emails:
+        log.warning("sweep.requeued", **result)
+    return result
