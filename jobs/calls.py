@@ -21,9 +21,14 @@ async def throttled(jc: JobContext, grant_id: str, call: Callable[[], Awaitable[
     try:
         return await call()
     except TransientError as exc:
-        if exc.status_code == 429:
-            await jc.throttle.cool_down(grant_id, exc.retry_after if exc.retry_after is not None else 1.0)
+        await note_rate_limit(jc, grant_id, exc)
         raise
+
+
+async def note_rate_limit(jc: JobContext, grant_id: str, exc: TransientError) -> None:
+    """A 429 slows the whole grant down (every worker), not just the job that got it."""
+    if exc.status_code == 429:
+        await jc.throttle.cool_down(grant_id, exc.retry_after if exc.retry_after is not None else 1.0)
 
 
 def defer_for(throttled: Throttled) -> Retry:

@@ -109,6 +109,7 @@ async def _record_failure(jc: JobContext, claimed: Claimed, stage: str, exc: Exc
                     status="dead" if dead else "retrying",
                     error=failure.error,
                     traceback=failure.traceback if dead else None,
+                    detail=None if dead else {"retry_in_s": round(failure.delay, 3)},
                 )
     if failure.verdict is Verdict.RETRY:
         claimed.log.warning("stage.retrying", error=failure.error, defer_s=round(failure.delay, 3))

@@ -16,10 +16,18 @@ from db import emails, grants, stage_runs, webhook_events
 from db.errors import translate_errors
 from db.models import WebhookEvent
 from db.uow import unit_of_work
-from jobs.calls import defer_for
+from jobs.calls import defer_for, note_rate_limit
 from jobs.context import JobContext
-from jobs.enqueue import enqueue_process_event, enqueue_stage, enqueue_sync_grant
-from jobs.errors import Throttled
+from jobs.enqueue import (
+    PROCESS_EVENT,
+    STAGE_JOBS,
+    enqueue_stage,
+    enqueue_sync_grant,
+    process_event_job_id,
+    requeue,
+    stage_job_id,
+)
+from jobs.errors import Throttled, TransientError
 from jobs.failures import Verdict, judge
 from jobs.messages import email_columns, is_complete
 from jobs.triggers import GRANT_STATUS_BY_TYPE, Kind, Trigger, parse_trigger
@@ -99,7 +107,11 @@ async def _apply(jc: JobContext, event: WebhookEvent, trigger: Trigger, run_id: 
 
     if fetched:
         # The throttle already granted this call (before the claim).
-        message = await jc.nylas.find_message(grant_id, message_id)
+        try:
+            message = await jc.nylas.find_message(grant_id, message_id)
+        except TransientError as exc:
+            await note_rate_limit(jc, grant_id, exc)
+            raise
     else:
         message = obj
     columns = email_columns(message)
@@ -156,11 +168,12 @@ async def _apply_grant(jc: JobContext, event: WebhookEvent, trigger: Trigger, ru
                 status="succeeded",
                 detail={"applied": applied, "status": status, "unparked": len(unparked_events) + len(unparked_emails)},
             )
+    # Their earlier (parked) runs left results under the same job ids: requeue, which clears them.
     for parked_event in unparked_events:
-        await enqueue_process_event(jc.queue, parked_event)
+        await requeue(jc.queue, process_event_job_id(parked_event), PROCESS_EVENT, parked_event)
     for email_id, stage in unparked_emails:
-        if stage in ("classify", "act"):
-            await enqueue_stage(jc.queue, stage, email_id)
+        if stage in STAGE_JOBS:
+            await requeue(jc.queue, stage_job_id(stage, email_id), STAGE_JOBS[stage], email_id, False)
     if resumed_from is not None:
         # Backfill what the pause may have missed: Nylas re-sends webhooks only for outages under 72 h.
         since = resumed_from - timedelta(seconds=jc.settings.sync_overlap_seconds)
@@ -196,6 +209,7 @@ async def _failed(jc: JobContext, event: WebhookEvent, run_id: int, exc: Excepti
                     status="dead" if dead else "retrying",
                     error=failure.error,
                     traceback=failure.traceback if dead else None,
+                    detail=None if dead else {"retry_in_s": round(failure.delay, 3)},
                 )
     if failure.verdict is Verdict.RETRY:
         bound.warning("event.retrying", error=failure.error, attempt=event.attempts, defer_s=round(failure.delay, 3))

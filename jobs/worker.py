@@ -30,8 +30,8 @@ from mailroom.settings import Settings
 ARQ_MAX_TRIES = 1000
 
 
-async def startup(ctx: dict[str, Any]) -> None:
-    settings: Settings = ctx.get("settings") or Settings()
+def build_context(settings: Settings, queue: ArqRedis, *, application_name: str = "mailroom-worker") -> JobContext:
+    """Everything a job needs; the caller closes it with `close_context`."""
     if settings.database_url is None:
         raise RuntimeError("the worker needs MAILROOM_DATABASE_URL (or run it through `mailroom worker`)")
     engine = create_engine(
@@ -39,11 +39,10 @@ async def startup(ctx: dict[str, Any]) -> None:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         connect_timeout=settings.db_connect_timeout,
-        application_name="mailroom-worker",
+        application_name=application_name,
     )
-    queue: ArqRedis = ctx["redis"]
     rules = load_rules(settings.rules_file)
-    ctx[CTX_KEY] = JobContext(
+    return JobContext(
         settings=settings,
         engine=engine,
         sessionmaker=create_sessionmaker(engine),
@@ -61,11 +60,20 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
 
 
+async def close_context(jc: JobContext) -> None:
+    jc.nylas.close()
+    await jc.engine.dispose()
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx.get("settings") or Settings()
+    ctx[CTX_KEY] = build_context(settings, ctx["redis"])
+
+
 async def shutdown(ctx: dict[str, Any]) -> None:
     jc = ctx.pop(CTX_KEY, None)
     if isinstance(jc, JobContext):
-        jc.nylas.close()
-        await jc.engine.dispose()
+        await close_context(jc)
 
 
 def functions(settings: Settings) -> list[Function]:
@@ -75,7 +83,8 @@ def functions(settings: Settings) -> list[Function]:
         func(classify, name=enqueue.CLASSIFY, timeout=timeout, max_tries=ARQ_MAX_TRIES),
         func(act, name=enqueue.ACT, timeout=timeout, max_tries=ARQ_MAX_TRIES),
         func(sync_grant, name=enqueue.SYNC_GRANT, timeout=timeout, max_tries=ARQ_MAX_TRIES),
-        func(test_task, name=enqueue.TEST_TASK, timeout=max(timeout, settings.test_task_sleep + 10)),
+        # Not longer than the others: arq's recovery delay for a killed worker is the longest timeout + 10 s.
+        func(test_task, name=enqueue.TEST_TASK, timeout=max(timeout, 2 * settings.test_task_sleep)),
     ]
 
 

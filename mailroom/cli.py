@@ -79,6 +79,20 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
+    from mailroom import ops
+
+    with resolved(settings) as final:
+        return asyncio.run(ops.run_sync(final, args, out))
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from mailroom import ops
+
+    with resolved(settings) as final:
+        return asyncio.run(ops.run_replay(final, args, out))
+
+
 def cmd_enqueue_test(settings: Settings, args: argparse.Namespace) -> int:
     from jobs.enqueue import enqueue_test_task, open_queue
 
@@ -187,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     mig = commands.add_parser("migrate", help="apply database migrations")
     mig.add_argument("revision", nargs="?", default="head", help="target revision (default: head)")
     mig.set_defaults(run=cmd_migrate)
+    from mailroom import ops
+
+    sync = commands.add_parser("sync", help="sync one grant's recent messages now, in the foreground")
+    ops.add_sync_arguments(sync)
+    sync.set_defaults(run=cmd_sync)
+    rep = commands.add_parser("replay", help="send dead letters (or, with --force, done stages) back to work")
+    ops.add_replay_arguments(rep)
+    rep.set_defaults(run=cmd_replay)
     enq = commands.add_parser("enqueue-test", help="enqueue the test task and print its job id")
     enq.add_argument("message", help="text the task returns")
     enq.set_defaults(run=cmd_enqueue_test)

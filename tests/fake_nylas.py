@@ -98,9 +98,12 @@ class FakeNylas:
                     )
                 )
                 fault = self._take_fault(request.url.path)
-                latency = self.latency
-            if latency or (fault and fault.delay):
-                await asyncio.sleep(latency + (fault.delay if fault else 0.0))
+            if fault and fault.delay:
+                await asyncio.sleep(fault.delay)
+            # Re-read while waiting, so a test that lowers the latency releases requests already held.
+            started = time.monotonic()
+            while time.monotonic() - started < self.latency:  # noqa: ASYNC110 - a test changes latency from outside
+                await asyncio.sleep(min(0.05, self.latency))
             if request.headers.get("authorization") != f"Bearer {API_KEY}":
                 return _error(401, "api.authentication_error", "Unauthorized")
             if fault is not None:

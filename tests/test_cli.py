@@ -27,6 +27,8 @@ def cli_env(settings: Settings) -> dict[str, str]:
         MAILROOM_QUEUE_NAME=settings.queue_name,
         MAILROOM_TEST_TASK_SLEEP="0.2",
         MAILROOM_LOG_FORMAT="json",
+        MAILROOM_NYLAS_API_URI=settings.nylas_api_uri,
+        MAILROOM_NYLAS_API_KEY=settings.nylas_api_key.get_secret_value(),
     )
     return env
 

@@ -53,7 +53,8 @@ def test_window_grows_with_attempts() -> None:
     assert means[0] < means[1] < means[2]
 
 
-def test_retry_after_is_a_floor_but_the_cap_still_holds() -> None:
+def test_retry_after_is_a_floor_even_above_our_cap_up_to_an_hour() -> None:
     rng = random.Random(1)
     assert retry_delay(1, base=0.1, cap=60.0, retry_after=30, rng=rng) >= 30
-    assert retry_delay(1, base=0.1, cap=60.0, retry_after=3600, rng=rng) == 60.0
+    assert retry_delay(1, base=0.1, cap=60.0, retry_after=600, rng=rng) == 600
+    assert retry_delay(1, base=0.1, cap=60.0, retry_after=86400, rng=rng) == 3600
