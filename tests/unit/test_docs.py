@@ -1,0 +1,26 @@
+"""The README and .env.example document every setting, and every CLI command is in the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailroom.cli import build_parser
+from mailroom.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("document", ["README.md", ".env.example"])
+def test_every_setting_is_documented(document: str) -> None:
+    text = (ROOT / document).read_text()
+    missing = [f"MAILROOM_{name.upper()}" for name in Settings.model_fields if f"MAILROOM_{name.upper()}" not in text]
+    assert missing == []
+
+
+def test_every_command_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    subcommands = next(a for a in build_parser()._actions if a.dest == "command")
+    assert subcommands.choices is not None
+    assert [c for c in subcommands.choices if f"`mailroom {c}" not in readme] == []
