@@ -42,14 +42,22 @@ class Stored:
 
 
 async def upsert(
-    session: AsyncSession, *, grant_id: str, message_id: str, state_at: datetime, columns: dict[str, Any]
+    session: AsyncSession,
+    *,
+    grant_id: str,
+    message_id: str,
+    state_at: datetime,
+    columns: dict[str, Any],
+    received_at: datetime | None = None,
 ) -> Stored:
     """Store this state of the message unless a newer one is stored already."""
     unknown = set(columns) - set(EMAIL_COLUMNS)
     if unknown:
         raise ValueError(f"not email columns: {sorted(unknown)}")
     values = {**columns, "deleted_at": None}
-    stmt = insert(Email).values(grant_id=grant_id, message_id=message_id, state_at=state_at, **values)
+    stmt = insert(Email).values(
+        grant_id=grant_id, message_id=message_id, state_at=state_at, first_received_at=received_at, **values
+    )
     excluded = stmt.excluded
     upsert = stmt.on_conflict_do_update(
         index_elements=[Email.grant_id, Email.message_id],

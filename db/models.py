@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -31,7 +32,7 @@ NAMING_CONVENTION = {
 
 Timestamp = DateTime(timezone=True)
 
-EVENT_STATUSES = ("received", "queued", "processing", "processed", "ignored", "parked", "dead")
+EVENT_STATUSES = ("received", "queued", "processing", "processed", "ignored", "parked", "dead", "purged")
 GRANT_STATUSES = ("active", "expired", "deleted")
 # Where an email is in the chain process -> classify -> act.
 PIPELINE_STATES = ("classify", "act", "done", "missing", "deleted")
@@ -98,6 +99,8 @@ class Email(Base):
     raw: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # Time of the notification this state came from; an older one never overwrites a newer one.
     state_at: Mapped[datetime] = mapped_column(Timestamp)
+    # When the first notification of this message reached us (webhook-to-acted latency starts here).
+    first_received_at: Mapped[datetime | None] = mapped_column(Timestamp)
     deleted_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # Nylas answered 404 for it: deleted or moved out of reach.
     missing_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -117,6 +120,9 @@ class Email(Base):
         UniqueConstraint("grant_id", "message_id"),
         CheckConstraint(f"pipeline_state IN {PIPELINE_STATES!r}", name="pipeline_state"),
         Index("ix_emails_pipeline_state_pipeline_updated_at", "pipeline_state", "pipeline_updated_at"),
+        # Dead and parked emails are few; these keep counting and listing them cheap.
+        Index("ix_emails_dead_at", "dead_at", postgresql_where=text("dead_at IS NOT NULL")),
+        Index("ix_emails_parked_at", "parked_at", postgresql_where=text("parked_at IS NOT NULL")),
     )
 
 

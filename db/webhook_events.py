@@ -145,3 +145,47 @@ async def requeue(session: AsyncSession, event_ids: list[int]) -> None:
         .where(WebhookEvent.id.in_(event_ids))
         .values(status="queued", attempts=0, updated_at=func.now())
     )
+
+
+async def search(
+    session: AsyncSession,
+    *,
+    status: str | None = None,
+    type_prefix: str | None = None,
+    grant_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    text: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[WebhookEvent]:
+    """Newest first; `before_id` pages (keyset, so deep pages cost what the first does)."""
+    conditions = []
+    if status:
+        conditions.append(WebhookEvent.status == status)
+    if type_prefix:
+        conditions.append(WebhookEvent.type.startswith(type_prefix, autoescape=True))
+    if grant_id:
+        conditions.append(WebhookEvent.grant_id == grant_id)
+    if since:
+        conditions.append(WebhookEvent.received_at >= since)
+    if until:
+        conditions.append(WebhookEvent.received_at < until)
+    if text:
+        conditions.append(
+            (WebhookEvent.object_id == text) | (WebhookEvent.grant_id == text) | (WebhookEvent.notification_id == text)
+        )
+    if before_id:
+        conditions.append(WebhookEvent.id < before_id)
+    stmt = select(WebhookEvent).where(*conditions).order_by(WebhookEvent.id.desc()).limit(limit)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def purge(session: AsyncSession, event_ids: list[int]) -> int:
+    """Operator's purge: the events stay, marked so that no sweep brings them back."""
+    stmt = (
+        update(WebhookEvent)
+        .where(WebhookEvent.id.in_(event_ids), WebhookEvent.status.in_((*_RUNNABLE, "parked")))
+        .values(status="purged", updated_at=func.now())
+    )
+    return (await session.execute(stmt)).rowcount  # type: ignore[attr-defined,no-any-return]

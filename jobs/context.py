@@ -9,9 +9,11 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from jobs.classifier import Classifier
+from jobs.heartbeat import Heartbeat
 from jobs.nylas_client import NylasGateway
 from jobs.rules import RulesConfig
 from jobs.throttle import GrantThrottle
+from mailroom.metrics import Metrics
 from mailroom.settings import Settings
 
 CTX_KEY = "jobctx"
@@ -27,6 +29,8 @@ class JobContext:
     throttle: GrantThrottle
     rules: RulesConfig
     classifier: Classifier
+    metrics: Metrics
+    heartbeat: Heartbeat
 
     @classmethod
     def from_ctx(cls, ctx: dict[str, Any]) -> JobContext:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -19,7 +21,7 @@ from jobs.calls import defer_for
 from jobs.context import JobContext
 from jobs.enqueue import enqueue_stage
 from jobs.errors import Throttled
-from jobs.failures import Verdict, judge
+from jobs.failures import Verdict, count, judge
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +31,8 @@ class Claimed:
     email: Email
     run_id: int
     log: Any
+    stage: str
+    started: float
 
 
 async def claim(jc: JobContext, ctx: dict[str, Any], email_id: int, stage: str, *, force: bool) -> Claimed | None:
@@ -47,7 +51,7 @@ async def claim(jc: JobContext, ctx: dict[str, Any], email_id: int, stage: str, 
                 job_id=ctx.get("job_id"),
             )
     bound = log.bind(stage=stage, email_id=email_id, grant_id=email.grant_id, job_id=ctx.get("job_id"))
-    return Claimed(email=email, run_id=run_id, log=bound)
+    return Claimed(email=email, run_id=run_id, log=bound, stage=stage, started=time.monotonic())
 
 
 async def succeed(jc: JobContext, claimed: Claimed, *, to: str, detail: dict[str, Any], **columns: Any) -> None:
@@ -57,6 +61,11 @@ async def succeed(jc: JobContext, claimed: Claimed, *, to: str, detail: dict[str
             await stage_runs.finish(session, claimed.run_id, status="succeeded", detail=detail)
     if to in ("classify", "act"):
         await enqueue_stage(jc.queue, to, claimed.email.id)
+    jc.metrics.inc("mailroom_jobs", stage=claimed.stage, outcome="succeeded")
+    jc.metrics.observe("mailroom_stage_duration_seconds", time.monotonic() - claimed.started, stage=claimed.stage)
+    if to == "done" and claimed.email.first_received_at is not None:
+        acted_after = (datetime.now(UTC) - claimed.email.first_received_at).total_seconds()
+        jc.metrics.observe("mailroom_webhook_to_acted_seconds", acted_after)
     claimed.log.info("stage.succeeded", next=to)
 
 
@@ -89,6 +98,7 @@ async def failures_handled(jc: JobContext, claimed: Claimed, stage: str) -> Asyn
 async def _record_failure(jc: JobContext, claimed: Claimed, stage: str, exc: Exception) -> None:
     email = claimed.email
     failure = judge(exc, attempt=email.stage_attempts, settings=jc.settings)
+    count(jc.metrics, stage, failure.verdict)
     with translate_errors():
         async with unit_of_work(jc.sessionmaker) as session:
             if failure.verdict is Verdict.MISSING:

@@ -10,6 +10,7 @@ from enum import StrEnum
 from db.errors import DatabaseError
 from jobs.backoff import retry_delay
 from jobs.errors import GrantPaused, PermanentError, TransientError
+from mailroom.metrics import Metrics
 from mailroom.settings import Settings
 
 
@@ -46,3 +47,12 @@ def judge(exc: BaseException, *, attempt: int, settings: Settings) -> Failure:
         return Failure(Verdict.DEAD, error if transient else f"{error} (unexpected)", trace)
     delay = retry_delay(attempt, base=settings.retry_base_delay, cap=settings.retry_max_delay, retry_after=retry_after)
     return Failure(Verdict.RETRY, error, trace, delay)
+
+
+def count(metrics: Metrics, stage: str, verdict: Verdict) -> None:
+    """Every failed run is counted by what the policy made of it."""
+    metrics.inc("mailroom_jobs", stage=stage, outcome=verdict.value)
+    if verdict is Verdict.RETRY:
+        metrics.inc("mailroom_retries", stage=stage)
+    elif verdict is Verdict.DEAD:
+        metrics.inc("mailroom_dead_letters", stage=stage)

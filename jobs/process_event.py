@@ -6,7 +6,8 @@ Then the email's chain goes on: classify, then act (jobs/classify_email.py, jobs
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -28,7 +29,7 @@ from jobs.enqueue import (
     stage_job_id,
 )
 from jobs.errors import Throttled, TransientError
-from jobs.failures import Verdict, judge
+from jobs.failures import Verdict, count, judge
 from jobs.messages import email_columns, is_complete
 from jobs.triggers import GRANT_STATUS_BY_TYPE, Kind, Trigger, parse_trigger
 
@@ -82,11 +83,17 @@ async def process_event(ctx: dict[str, Any], event_id: int) -> str:
                 grant_id=event.grant_id,
                 job_id=ctx.get("job_id"),
             )
+    started = time.monotonic()
     try:
         async with asyncio.timeout(jc.settings.job_timeout * 0.9):
             outcome = await _apply(jc, claimed, trigger, run_id, fetched=needs_fetch)
     except Exception as exc:
         return await _failed(jc, claimed, run_id, exc, bound)
+    jc.metrics.inc("mailroom_jobs", stage="process", outcome="succeeded")
+    jc.metrics.observe("mailroom_stage_duration_seconds", time.monotonic() - started, stage="process")
+    if trigger.kind is Kind.MESSAGE:
+        stored_after = (datetime.now(UTC) - claimed.received_at).total_seconds()
+        jc.metrics.observe("mailroom_webhook_to_stored_seconds", stored_after)
     bound.info("event.processed", outcome=outcome)
     return outcome
 
@@ -119,7 +126,12 @@ async def _apply(jc: JobContext, event: WebhookEvent, trigger: Trigger, run_id: 
         async with unit_of_work(jc.sessionmaker) as session:
             await grants.ensure(session, grant_id)
             stored = await emails.upsert(
-                session, grant_id=grant_id, message_id=message_id, state_at=event.notified_at, columns=columns
+                session,
+                grant_id=grant_id,
+                message_id=message_id,
+                state_at=event.notified_at,
+                columns=columns,
+                received_at=event.received_at,
             )
             await webhook_events.mark_processed(session, event.id)
             await stage_runs.finish(
@@ -183,6 +195,7 @@ async def _apply_grant(jc: JobContext, event: WebhookEvent, trigger: Trigger, ru
 
 async def _failed(jc: JobContext, event: WebhookEvent, run_id: int, exc: Exception, bound: Any) -> str:
     failure = judge(exc, attempt=event.attempts, settings=jc.settings)
+    count(jc.metrics, "process", failure.verdict)
     assert event.grant_id is not None or failure.verdict in (Verdict.RETRY, Verdict.DEAD)
     with translate_errors():
         async with unit_of_work(jc.sessionmaker) as session:

@@ -17,12 +17,14 @@ from jobs.classifier import build_classifier
 from jobs.classify_email import classify
 from jobs.context import CTX_KEY, JobContext
 from jobs.cron import sweep_cron, sync_cron
+from jobs.heartbeat import Heartbeat
 from jobs.nylas_client import NylasGateway
 from jobs.process_event import process_event
 from jobs.rules import load_rules
 from jobs.sync import sync_grant
 from jobs.test_task import test_task
 from jobs.throttle import GrantThrottle
+from mailroom.metrics import Metrics
 from mailroom.settings import Settings
 
 # Our own try counts (in PostgreSQL) decide retries; arq's counter also grows on every deferral for throttling,
@@ -57,22 +59,37 @@ def build_context(settings: Settings, queue: ArqRedis, *, application_name: str 
         throttle=GrantThrottle(queue, rate=settings.nylas_rate_per_grant),
         rules=rules,
         classifier=build_classifier(settings.classifier, rules),
+        metrics=Metrics(queue),
+        heartbeat=Heartbeat(queue, settings.queue_name, concurrency=settings.worker_concurrency),
     )
 
 
 async def close_context(jc: JobContext) -> None:
+    await jc.metrics.aclose()
     jc.nylas.close()
     await jc.engine.dispose()
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings()
-    ctx[CTX_KEY] = build_context(settings, ctx["redis"])
+    jc = build_context(settings, ctx["redis"])
+    jc.metrics.start()
+    jc.heartbeat.start()
+    ctx[CTX_KEY] = jc
+
+
+async def job_started(ctx: dict[str, Any]) -> None:
+    JobContext.from_ctx(ctx).heartbeat.job_started(str(ctx.get("job_id")))
+
+
+async def job_ended(ctx: dict[str, Any]) -> None:
+    JobContext.from_ctx(ctx).heartbeat.job_ended(str(ctx.get("job_id")))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     jc = ctx.pop(CTX_KEY, None)
     if isinstance(jc, JobContext):
+        await jc.heartbeat.aclose()
         await close_context(jc)
 
 
@@ -109,6 +126,8 @@ class WorkerSettings:
     cron_jobs: ClassVar[list[CronJob]] = cron_jobs(Settings.model_construct())
     on_startup = startup
     on_shutdown = shutdown
+    on_job_start = job_started
+    on_job_end = job_ended
     job_serializer = enqueue.serialize
     job_deserializer = enqueue.deserialize
     queue_name = Settings.model_fields["queue_name"].default
@@ -125,6 +144,8 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
         "queue_name": settings.queue_name,
         "on_startup": startup,
         "on_shutdown": shutdown,
+        "on_job_start": job_started,
+        "on_job_end": job_ended,
         "ctx": {"settings": settings},
         "max_jobs": settings.worker_concurrency,
         "poll_delay": settings.worker_poll_delay,

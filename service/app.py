@@ -6,21 +6,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from db.engine import create_engine, create_sessionmaker
 from jobs.enqueue import open_queue
+from mailroom.metrics import Metrics
 from mailroom.settings import Settings
-from service import nylas_webhook
+from service import admin, dashboard, health, nylas_webhook
 from service.errors import ServiceError, handle_service_error
 from service.state import AppState, Resources
-
-
-async def healthz(request: Request) -> Response:
-    """Liveness: the process answers. Touches no dependency, so a database outage does not restart pods."""
-    return JSONResponse({"status": "ok"})
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -44,16 +38,28 @@ def create_app(settings: Settings) -> Starlette:
             sessionmaker=create_sessionmaker(engine),
             queue=queue,
             webhook_secrets=tuple(secret.get_secret_value() for secret in settings.webhook_secrets),
+            metrics=Metrics(queue),
         )
+        resources.metrics.start()
         try:
             yield {"resources": resources}
         finally:
+            await resources.metrics.aclose()
             await queue.aclose()
             await engine.dispose()
 
     routes = [
         Route("/webhooks/nylas", nylas_webhook.challenge, methods=["GET"]),
         Route("/webhooks/nylas", nylas_webhook.receive, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/queue", health.queue, methods=["GET"]),
+        Route("/metrics", health.metrics, methods=["GET"]),
+        Route("/jobs/{job_id}", admin.job_status, methods=["GET"]),
+        Route("/events", admin.list_events, methods=["GET"]),
+        Route("/events/{event_id}", admin.event_detail, methods=["GET"]),
+        Route("/events/{event_id}/replay", admin.replay_event, methods=["POST"]),
+        Route("/replay", admin.bulk_replay, methods=["POST"]),
+        *dashboard.routes(),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={ServiceError: handle_service_error})

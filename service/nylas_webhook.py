@@ -40,6 +40,7 @@ async def receive(request: Request) -> Response:
     # The signature covers the bytes as sent, so it is checked before anything is decoded.
     if not signatures.is_valid(raw, request.headers.get("x-nylas-signature"), resources.webhook_secrets):
         log.warning("webhook.signature_mismatch")
+        resources.metrics.inc("mailroom_signature_failures")
         raise SignatureMismatch()
     body = decode_content(raw, request.headers.get("content-encoding"), settings.max_decompressed_bytes)
     try:
@@ -47,10 +48,17 @@ async def receive(request: Request) -> Response:
     except orjson.JSONDecodeError as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}") from exc
     notification = parse_notification(payload, received_at=datetime.now(UTC))
-    return await _record_and_enqueue(resources, notification)
+    outcome, event_id = await _record_and_enqueue(resources, notification)
+    # Known types by name; any other as "other", so a stream of odd types cannot grow the label set.
+    type_label = notification.trigger.base if notification.trigger else "other"
+    resources.metrics.inc("mailroom_webhooks", type=type_label, outcome=outcome)
+    if outcome == "duplicate":
+        resources.metrics.inc("mailroom_webhook_duplicates")
+    return JSONResponse({"status": outcome, "event_id": event_id})
 
 
-async def _record_and_enqueue(resources: Resources, notification: Notification) -> Response:
+async def _record_and_enqueue(resources: Resources, notification: Notification) -> tuple[str, int]:
+    """Store, then queue; returns the outcome (queued, received, duplicate, ignored) and the event id."""
     status = "received" if notification.trigger is not None else "ignored"
     bound = log.bind(notification_id=notification.id, type=notification.type, grant_id=notification.grant_id)
     try:
@@ -80,14 +88,14 @@ async def _record_and_enqueue(resources: Resources, notification: Notification) 
         if duplicate_of.status == "received":
             # The first delivery was stored but its enqueue failed; this retry from Nylas is a chance to heal.
             await _enqueue(resources, duplicate_of.id, bound)
-        return JSONResponse({"status": "duplicate", "event_id": duplicate_of.id})
+        return "duplicate", duplicate_of.id
     assert event_id is not None
     bound = bound.bind(event_id=event_id)
     if status == "ignored":
         bound.info("webhook.ignored")
-        return JSONResponse({"status": "ignored", "event_id": event_id})
+        return "ignored", event_id
     queued = await _enqueue(resources, event_id, bound)
-    return JSONResponse({"status": "queued" if queued else "received", "event_id": event_id})
+    return ("queued" if queued else "received"), event_id
 
 
 async def _enqueue(resources: Resources, event_id: int, bound: structlog.typing.FilteringBoundLogger) -> bool:

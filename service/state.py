@@ -8,6 +8,7 @@ from typing import TypedDict
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from mailroom.metrics import Metrics
 from mailroom.settings import Settings
 
 
@@ -18,6 +19,7 @@ class Resources:
     sessionmaker: async_sessionmaker[AsyncSession]
     queue: ArqRedis
     webhook_secrets: tuple[str, ...]
+    metrics: Metrics
 
 
 class AppState(TypedDict):

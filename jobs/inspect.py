@@ -1,0 +1,115 @@
+"""What is queued, running and stuck, read from Redis and PostgreSQL without scanning keys or tables.
+
+Shared by the API (/queue, /metrics, the dashboard) and the CLI (`mailroom inspect`, `mailroom stats`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.constants import job_key_prefix
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import CronRun, Email, WebhookEvent
+from jobs.enqueue import deserialize
+from jobs.heartbeat import live_workers
+
+# Statuses worth counting on every poll; `processed` and `ignored` grow without end and are not queue depth.
+OPEN_EVENT_STATUSES = ("received", "queued", "processing", "parked", "dead")
+
+
+async def redis_depth(queue: ArqRedis, queue_name: str) -> dict[str, Any]:
+    now_ms = int(time.time() * 1000)
+    async with queue.pipeline(transaction=False) as pipe:
+        pipe.zcount(queue_name, "-inf", now_ms)
+        pipe.zcount(queue_name, now_ms + 1, "+inf")
+        pipe.zrangebyscore(queue_name, "-inf", now_ms, start=0, num=1, withscores=True)
+        ready, deferred, oldest = await pipe.execute()
+    workers = await live_workers(queue, queue_name)
+    in_progress = sum(len(w.get("jobs", [])) for w in workers)
+    oldest_age = (now_ms - oldest[0][1]) / 1000 if oldest else 0.0
+    return {
+        # arq leaves a running job in the queue until it finishes: ready counts only what waits.
+        "ready": max(0, int(ready) - in_progress),
+        "deferred": int(deferred),
+        "in_progress": in_progress,
+        "oldest_ready_age_seconds": round(max(0.0, oldest_age), 3),
+        "workers": len(workers),
+    }
+
+
+async def database_counts(session: AsyncSession) -> dict[str, Any]:
+    events = dict(
+        (
+            await session.execute(
+                select(WebhookEvent.status, func.count())
+                .where(WebhookEvent.status.in_(OPEN_EVENT_STATUSES))
+                .group_by(WebhookEvent.status)
+            )
+        ).all()
+    )
+    waiting = dict(
+        (
+            await session.execute(
+                select(Email.pipeline_state, func.count())
+                .where(
+                    Email.pipeline_state.in_(("classify", "act")), Email.dead_at.is_(None), Email.parked_at.is_(None)
+                )
+                .group_by(Email.pipeline_state)
+            )
+        ).all()
+    )
+    dead_emails = await session.scalar(select(func.count()).select_from(Email).where(Email.dead_at.is_not(None)))
+    parked_emails = await session.scalar(select(func.count()).select_from(Email).where(Email.parked_at.is_not(None)))
+    return {
+        "events": {status: int(events.get(status, 0)) for status in OPEN_EVENT_STATUSES},
+        "stages": {
+            "process": int(events.get("received", 0) + events.get("queued", 0) + events.get("processing", 0)),
+            "classify": int(waiting.get("classify", 0)),
+            "act": int(waiting.get("act", 0)),
+        },
+        "dead": {"events": int(events.get("dead", 0)), "emails": int(dead_emails or 0)},
+        "parked": {"events": int(events.get("parked", 0)), "emails": int(parked_emails or 0)},
+    }
+
+
+async def queued_jobs(queue: ArqRedis, queue_name: str, *, scheduled: bool, limit: int = 100) -> list[dict[str, Any]]:
+    """Jobs waiting now (ready) or later (`scheduled`: deferred retries and throttled work), oldest first."""
+    now_ms = int(time.time() * 1000)
+    low, high = (now_ms + 1, "+inf") if scheduled else ("-inf", now_ms)
+    entries = await queue.zrangebyscore(queue_name, low, high, start=0, num=limit, withscores=True)
+    jobs = []
+    for raw_id, score in entries:
+        job_id = raw_id.decode()
+        raw = await queue.get(job_key_prefix + job_id)
+        info = deserialize(raw) if raw else {}
+        jobs.append(
+            {
+                "job_id": job_id,
+                "function": info.get("f"),
+                "args": info.get("a"),
+                "tries": info.get("t"),
+                "run_at": score / 1000,
+            }
+        )
+    return jobs
+
+
+async def cron_status(session: AsyncSession) -> list[dict[str, Any]]:
+    latest = select(CronRun.name, func.max(CronRun.tick_at).label("tick_at")).group_by(CronRun.name).subquery()
+    rows = await session.execute(
+        select(CronRun).join(latest, (CronRun.name == latest.c.name) & (CronRun.tick_at == latest.c.tick_at))
+    )
+    return [
+        {
+            "name": run.name,
+            "last_tick": run.tick_at.isoformat(),
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "result": run.result,
+            "error": run.error,
+        }
+        for run in rows.scalars()
+    ]

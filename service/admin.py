@@ -1,0 +1,234 @@
+"""The admin API (bearer token): jobs, events with their timelines, and replays. Email content is masked
+unless the caller asks for it with `reveal=true`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from arq.jobs import Job
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from db import actions, emails, stage_runs, webhook_events
+from db.errors import DatabaseError, translate_errors
+from db.models import Email, StageRun, WebhookEvent
+from jobs.enqueue import deserialize
+from jobs.replay import ReplayFilter, replay
+from service.auth import admin
+from service.errors import DatabaseUnavailable, ServiceError
+from service.state import Resources
+
+
+class NotFound(ServiceError):
+    """No such thing."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class BadRequest(ServiceError):
+    """The request's parameters are not valid."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+def mask(value: str | None) -> str | None:
+    if not value:
+        return value
+    return value[0] + "•" * min(len(value) - 1, 12)
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BadRequest(f"not an ISO 8601 time: {value!r}") from exc
+
+
+def _int(value: str | None, name: str, default: int | None = None) -> int | None:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be an integer") from exc
+
+
+def event_summary(event: WebhookEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "notification_id": event.notification_id,
+        "type": event.type,
+        "grant_id": event.grant_id,
+        "object_id": event.object_id,
+        "status": event.status,
+        "attempts": event.attempts,
+        "last_error": event.last_error,
+        "notified_at": event.notified_at.isoformat(),
+        "received_at": event.received_at.isoformat(),
+        "processed_at": event.processed_at.isoformat() if event.processed_at else None,
+    }
+
+
+def email_view(email: Email, *, reveal: bool) -> dict[str, Any]:
+    shown = (lambda v: v) if reveal else mask
+    return {
+        "id": email.id,
+        "grant_id": email.grant_id,
+        "message_id": email.message_id,
+        "subject": shown(email.subject),
+        "from": shown(email.from_email),
+        "snippet": shown(email.snippet),
+        "classification": email.classification,
+        "pipeline_state": email.pipeline_state,
+        "dead_at": email.dead_at.isoformat() if email.dead_at else None,
+        "parked_at": email.parked_at.isoformat() if email.parked_at else None,
+        "missing_at": email.missing_at.isoformat() if email.missing_at else None,
+        "deleted_at": email.deleted_at.isoformat() if email.deleted_at else None,
+        "last_error": email.last_error,
+    }
+
+
+def run_view(run: StageRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "stage": run.stage,
+        "attempt": run.attempt,
+        "status": run.status,
+        "job_id": run.job_id,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "error": run.error,
+        "traceback": run.traceback,
+        "detail": run.detail,
+    }
+
+
+@admin
+async def job_status(request: Request) -> Response:
+    resources: Resources = request.state.resources
+    job_id = request.path_params["job_id"]
+    job = Job(job_id, resources.queue, _queue_name=resources.settings.queue_name, _deserializer=deserialize)
+    status = await job.status()
+    answer: dict[str, Any] = {"job_id": job_id, "status": status.value}
+    info = await job.result_info()
+    if info is not None:
+        answer.update(function=info.function, success=info.success, result=info.result, tries=info.job_try)
+    return JSONResponse(answer, status_code=404 if status.value == "not_found" else 200)
+
+
+@admin
+async def list_events(request: Request) -> Response:
+    resources: Resources = request.state.resources
+    q = request.query_params
+    limit = min(_int(q.get("limit"), "limit", 50) or 50, 500)
+    try:
+        with translate_errors():
+            async with resources.sessionmaker() as session:
+                found = await webhook_events.search(
+                    session,
+                    status=q.get("status") or None,
+                    type_prefix=q.get("type") or None,
+                    grant_id=q.get("grant") or None,
+                    since=_time(q.get("since")),
+                    until=_time(q.get("until")),
+                    text=q.get("q") or None,
+                    before_id=_int(q.get("before"), "before"),
+                    limit=limit,
+                )
+    except DatabaseError as exc:
+        raise DatabaseUnavailable() from exc
+    items = [event_summary(e) for e in found]
+    next_before = items[-1]["id"] if len(items) == limit else None
+    return JSONResponse({"items": items, "next_before": next_before})
+
+
+@admin
+async def event_detail(request: Request) -> Response:
+    resources: Resources = request.state.resources
+    event_id = _int(request.path_params["event_id"], "event id")
+    assert event_id is not None
+    reveal = request.query_params.get("reveal") in ("1", "true")
+    async with resources.sessionmaker() as session:
+        event = await webhook_events.get(session, event_id)
+        if event is None:
+            raise NotFound(f"no event {event_id}")
+        email = (
+            await emails.get(session, grant_id=event.grant_id, message_id=event.object_id)
+            if event.grant_id and event.object_id and event.type.startswith("message.")
+            else None
+        )
+        timeline = await stage_runs.timeline(session, email_id=email.id if email else None, event_id=event.id)
+        done = await actions.for_email(session, email.id) if email else []
+    body: dict[str, Any] = {
+        **event_summary(event),
+        "email": email_view(email, reveal=reveal) if email else None,
+        "timeline": [run_view(run) for run in timeline],
+        "actions": [
+            {"kind": a.kind, "status": a.status, "error": a.error, "attempts": a.attempts, "done_at": str(a.done_at)}
+            for a in done
+        ],
+    }
+    if reveal:
+        body["payload"] = event.payload
+    return JSONResponse(body)
+
+
+@admin
+async def replay_event(request: Request) -> Response:
+    """Replay one event: its dead process stage, or its email's dead stage; `force=true` re-runs done stages."""
+    resources: Resources = request.state.resources
+    event_id = _int(request.path_params["event_id"], "event id")
+    assert event_id is not None
+    force = request.query_params.get("force") in ("1", "true")
+    async with resources.sessionmaker() as session:
+        event = await webhook_events.get(session, event_id)
+        if event is None:
+            raise NotFound(f"no event {event_id}")
+        email = (
+            await emails.get(session, grant_id=event.grant_id, message_id=event.object_id)
+            if event.grant_id and event.object_id
+            else None
+        )
+    if event.status == "dead":
+        chosen = ReplayFilter(event_ids=(event.id,))
+    elif email is not None:
+        chosen = ReplayFilter(email_ids=(email.id,), force=force)
+    else:
+        return JSONResponse({"error": "nothing_to_replay", "detail": "the event is not dead"}, status_code=409)
+    found = await replay(resources.sessionmaker, resources.queue, chosen)
+    replayed = {"events": len(found.event_ids), "email_stages": len(found.emails)}
+    if not any(replayed.values()):
+        return JSONResponse({"error": "nothing_to_replay", "detail": "nothing dead here (force=true re-runs)"}, 409)
+    return JSONResponse({"replayed": replayed})
+
+
+@admin
+async def bulk_replay(request: Request) -> Response:
+    """Body: {"stage", "grant", "since", "until", "error", "force", "dry_run" (default true: count first)}."""
+    resources: Resources = request.state.resources
+    try:
+        body = orjson.loads(await request.body() or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("the body must be a JSON object") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    stage = body.get("stage")
+    if stage not in (None, "process", "classify", "act"):
+        raise BadRequest("stage must be process, classify or act")
+    chosen = ReplayFilter(
+        stage=stage,
+        grant_id=body.get("grant") or None,
+        since=_time(body.get("since")),
+        until=_time(body.get("until")),
+        error_contains=body.get("error") or None,
+        force=bool(body.get("force", False)),
+    )
+    dry_run = body.get("dry_run", True) is not False
+    found = await replay(resources.sessionmaker, resources.queue, chosen, dry_run=dry_run)
+    return JSONResponse({"dry_run": dry_run, "events": len(found.event_ids), "email_stages": len(found.emails)})

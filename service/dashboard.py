@@ -1,0 +1,122 @@
+"""/dashboard: the operator's page (our Flower). One HTML file with plain JavaScript: no build step, no Node.
+
+The page itself holds no data; everything it shows comes from admin endpoints, which need the token (or the
+session cookie that logging in on the page sets).
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from db.models import Email, WebhookEvent
+from jobs.heartbeat import live_workers
+from jobs.inspect import cron_status
+from service import health
+from service.admin import email_view, event_summary
+from service.auth import SESSION_COOKIE, admin, session_value
+from service.state import Resources
+
+PAGE = Path(__file__).with_name("static") / "dashboard.html"
+
+
+async def page(request: Request) -> Response:
+    return HTMLResponse(PAGE.read_text(), headers={"Cache-Control": "no-store"})
+
+
+async def login(request: Request) -> Response:
+    resources: Resources = request.state.resources
+    token = resources.settings.admin_token.get_secret_value()
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    given = (form.get("token") or [""])[0]
+    if not token or not hmac.compare_digest(given.encode(), token.encode()):
+        return JSONResponse({"error": "unauthorized", "detail": "wrong token"}, status_code=401)
+    response = RedirectResponse("/dashboard", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_value(token),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        max_age=12 * 3600,
+    )
+    return response
+
+
+async def logout(request: Request) -> Response:
+    response = RedirectResponse("/dashboard", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+def next_run(minutes: set[int], now: datetime) -> datetime:
+    candidate = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    while candidate.minute not in minutes:
+        candidate += timedelta(minutes=1)
+    return candidate
+
+
+@admin
+async def overview(request: Request) -> Response:
+    """Everything the page polls, in one answer."""
+    resources: Resources = request.state.resources
+    settings = resources.settings
+    reveal = request.query_params.get("reveal") in ("1", "true")
+    depth = await health.depth(resources)
+    workers = await live_workers(resources.queue, settings.queue_name)
+    counters, _ = await resources.metrics.read()
+    now = datetime.now(UTC)
+    schedule = {
+        "sweep": set(range(60)),
+        "sync_recent_emails": set(range(0, 60, settings.sync_interval_minutes)),
+    }
+    async with resources.sessionmaker() as session:
+        last_runs = {run["name"]: run for run in await cron_status(session)}
+        dead_events = (
+            await session.execute(
+                select(WebhookEvent).where(WebhookEvent.status == "dead").order_by(WebhookEvent.id.desc()).limit(50)
+            )
+        ).scalars()
+        dead_emails = (
+            await session.execute(
+                select(Email).where(Email.dead_at.is_not(None)).order_by(Email.dead_at.desc()).limit(50)
+            )
+        ).scalars()
+        dead: list[dict[str, Any]] = [{"kind": "event", **event_summary(e)} for e in dead_events]
+        dead += [{"kind": "email", **email_view(e, reveal=reveal)} for e in dead_emails]
+    succeeded = {
+        stage: sum(
+            value
+            for field, value in counters.items()
+            if '"mailroom_jobs"' in field and f'["stage","{stage}"]' in field and '"succeeded"' in field
+        )
+        for stage in ("process", "classify", "act")
+    }
+    cron = [
+        {
+            "name": name,
+            "last": last_runs.get(name),
+            "next_run": next_run(minutes, now).isoformat(),
+        }
+        for name, minutes in schedule.items()
+    ]
+    return JSONResponse(
+        {"depth": depth, "workers": workers, "succeeded_total": succeeded, "cron": cron, "dead_letters": dead}
+    )
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/dashboard", page, methods=["GET"]),
+        Route("/dashboard/login", login, methods=["POST"]),
+        Route("/dashboard/logout", logout, methods=["POST"]),
+        Route("/api/overview", overview, methods=["GET"]),
+    ]
