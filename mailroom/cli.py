@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import secrets
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -12,6 +13,7 @@ from collections.abc import Iterator, Sequence
 import orjson
 import structlog
 from arq.jobs import Job
+from pydantic import SecretStr
 from rich.console import Console
 
 from mailroom.settings import Settings
@@ -74,6 +76,13 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         migrate.upgrade(final.database_url)
         if not final.webhook_secrets:
             log.warning("mailroom.no_webhook_secret", hint="set MAILROOM_WEBHOOK_SECRETS; every POST answers 503")
+        if not final.admin_token.get_secret_value():
+            # Development only: a token for this run, shown on stdout (never in the logs).
+            final = final.model_copy(update={"admin_token": SecretStr(secrets.token_urlsafe(16))})
+            out.print(
+                f"dashboard: http://{final.host}:{final.port}/dashboard  admin token for this run: "
+                f"{final.admin_token.get_secret_value()}  (set MAILROOM_ADMIN_TOKEN to choose one)"
+            )
         log.info("mailroom.dev", url=f"http://{final.host}:{final.port}/webhooks/nylas")
         asyncio.run(_dev(final))
     return 0
@@ -91,6 +100,27 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
     with resolved(settings) as final:
         return asyncio.run(ops.run_replay(final, args, out))
+
+
+def cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
+    from mailroom import inspect_cli
+
+    with resolved(settings) as final:
+        return asyncio.run(inspect_cli.run_inspect(final, args, out))
+
+
+def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
+    from mailroom import inspect_cli
+
+    with resolved(settings) as final:
+        return asyncio.run(inspect_cli.run_stats(final, args, out))
+
+
+def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
+    from mailroom import inspect_cli
+
+    with resolved(settings) as final:
+        return asyncio.run(inspect_cli.run_purge(final, args, out))
 
 
 def cmd_enqueue_test(settings: Settings, args: argparse.Namespace) -> int:
@@ -209,6 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep = commands.add_parser("replay", help="send dead letters (or, with --force, done stages) back to work")
     ops.add_replay_arguments(rep)
     rep.set_defaults(run=cmd_replay)
+    from mailroom import inspect_cli
+
+    ins = commands.add_parser("inspect", help="what is active, scheduled, queued, which workers live, what is dead")
+    inspect_cli.add_inspect_arguments(ins)
+    ins.set_defaults(run=cmd_inspect)
+    stats = commands.add_parser("stats", help="queue depth and open work at a glance")
+    inspect_cli.add_stats_arguments(stats)
+    stats.set_defaults(run=cmd_stats)
+    purge = commands.add_parser("purge", help="empty the queue (asks first unless --yes)")
+    inspect_cli.add_purge_arguments(purge)
+    purge.set_defaults(run=cmd_purge)
     enq = commands.add_parser("enqueue-test", help="enqueue the test task and print its job id")
     enq.add_argument("message", help="text the task returns")
     enq.set_defaults(run=cmd_enqueue_test)

@@ -1,0 +1,88 @@
+"""The dashboard in a real headless Chromium: log in, see a processed event, replay a dead letter, see it done.
+
+Uses Debian's Chromium (no browser download). Skipped, loudly, only where no Chromium is installed and not in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailroom.settings import Settings
+from tests import helpers
+from tests.conftest import drain, running_api
+from tests.fake_nylas import FakeNylas
+from tests.notifications import envelope, message, post, truncated
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+TOKEN = "browser-test-token"
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="NO CHROMIUM: the dashboard browser test needs Debian's chromium (apt-get install chromium)",
+)
+
+
+async def test_log_in_see_events_and_replay_a_dead_letter(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], fake_nylas: FakeNylas
+) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    assert CHROMIUM is not None, "CI must install chromium (see .ci/run)"
+    settings = settings.model_copy(update={"admin_token": Settings(_env_file=None, admin_token=TOKEN).admin_token})
+    fake_nylas.add_message(message(message_id="dead1", subject="Quarterly numbers"))
+    fake_nylas.fail(503, times=3, path_contains="/messages/dead1")
+
+    async with running_api(settings) as client:
+        await post(client, envelope(message(subject="Lunch on Friday")))
+        await post(client, envelope(truncated(message(message_id="dead1")), type="message.created.truncated"))
+        await drain(settings)
+        assert [e.status for e in await helpers.events(sessionmaker)] == ["processed", "dead"]
+
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
+            page = await browser.new_page(viewport={"width": 1366, "height": 900})
+            await page.goto(f"{client.base_url}/dashboard")
+
+            await expect(page.locator("#login")).to_be_visible()
+            await page.fill("#token", TOKEN)
+            await page.click("#login-button")
+
+            events = page.locator("#events")
+            await expect(events).to_contain_text("processed")
+            await expect(events).to_contain_text("dead")
+            assert "Lunch" not in await page.content(), "email content is masked until revealed"
+
+            await page.locator("#events tr.clickable", has_text="dead1").click()
+            await expect(page.locator("#detail")).to_contain_text("retrying")
+
+            replay = page.locator("#dead button.replay")
+            await expect(replay).to_have_count(1)
+            await replay.click()
+            await expect(replay).to_have_text("queued")
+            await drain(settings)
+
+            await expect(page.locator("#dead")).to_contain_text("none", timeout=10_000)
+            await expect(events.locator(".pill.s-dead")).to_have_count(0, timeout=10_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+            await browser.close()
+
+    assert [e.status for e in await helpers.events(sessionmaker)] == ["processed", "processed"]
