@@ -108,7 +108,13 @@ def functions(settings: Settings) -> list[Function]:
 def cron_jobs(settings: Settings) -> list[CronJob]:
     every = settings.sync_interval_minutes
     return [
-        cron(sweep_cron, name="cron:sweep", second=0, timeout=settings.job_timeout, run_at_startup=False),
+        cron(
+            sweep_cron,
+            name="cron:sweep",
+            second=set(range(0, 60, settings.sweep_interval_seconds)),
+            timeout=settings.job_timeout,
+            run_at_startup=False,
+        ),
         cron(
             sync_cron,
             name="cron:sync_recent_emails",
@@ -133,6 +139,15 @@ class WorkerSettings:
     queue_name = Settings.model_fields["queue_name"].default
 
 
+def _redis_settings(settings: Settings) -> RedisSettings:
+    redis_settings = RedisSettings.from_dsn(settings.redis_url or "")
+    # Keep trying at start-up instead of crashing: in compose or Kubernetes, Redis may come up after us.
+    redis_settings.conn_retries = max(1, int(settings.startup_wait_seconds))
+    redis_settings.conn_retry_delay = 1
+    redis_settings.conn_timeout = max(1, int(settings.redis_timeout))
+    return redis_settings
+
+
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
     """A worker for these settings; `overrides` (e.g. burst=True) win over them."""
     if settings.redis_url is None:
@@ -140,7 +155,7 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
     options: dict[str, Any] = {
         "functions": functions(settings),
         "cron_jobs": cron_jobs(settings),
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": _redis_settings(settings),
         "queue_name": settings.queue_name,
         "on_startup": startup,
         "on_shutdown": shutdown,
@@ -155,6 +170,8 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
         "job_serializer": enqueue.serialize,
         "job_deserializer": enqueue.deserialize,
         "health_check_key": f"{settings.queue_name}:health-check",
+        # SIGTERM: take no new jobs, let running ones finish for this long, then cancel them (arq re-queues them).
+        "job_completion_wait": settings.shutdown_grace_seconds,
     }
     options.update(overrides)
     return Worker(**options)

@@ -52,6 +52,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
     with resolved(settings, need_redis=False) as final:
         assert final.database_url is not None
+        migrate.wait_for_database(final.database_url, seconds=final.startup_wait_seconds)
         migrate.upgrade(final.database_url, args.revision)
     return 0
 
@@ -177,7 +178,12 @@ async def _serve_api(settings: Settings) -> None:
     from service.app import create_app
 
     config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
     await uvicorn.Server(config).serve()
 
@@ -204,7 +210,12 @@ async def _dev(settings: Settings) -> None:
     worker = create_worker(settings, handle_signals=False)
     worker_task = asyncio.create_task(worker.async_run())
     config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
     try:
         await uvicorn.Server(config).serve()

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
+from db.engine import create_engine
+
+log = structlog.get_logger(__name__)
 
 
 def alembic_config(database_url: str) -> Config:
@@ -19,6 +27,29 @@ def alembic_config(database_url: str) -> Config:
     # ConfigParser interpolation: a literal % in a password must be doubled.
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
+
+
+def wait_for_database(database_url: str, *, seconds: float) -> None:
+    """Block until PostgreSQL accepts a connection (containers start in any order), or raise after `seconds`."""
+
+    async def attempt() -> None:
+        engine = create_engine(database_url, pool_size=1, max_overflow=0, connect_timeout=2.0)
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        finally:
+            await engine.dispose()
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            asyncio.run(attempt())
+            return
+        except (SQLAlchemyError, OSError) as exc:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"PostgreSQL not reachable after {seconds:.0f} s: {exc}") from exc
+            log.info("mailroom.waiting_for_database", error=type(exc).__name__)
+            time.sleep(1.0)
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:

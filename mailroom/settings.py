@@ -70,11 +70,18 @@ class Settings(BaseSettings):
     sync_initial_lookback_hours: float = Field(default=24.0, ge=0)
     sync_page_size: int = Field(default=50, ge=1, le=200)
     sync_pages_per_job: int = Field(default=10, ge=1)
+    sweep_interval_seconds: int = Field(default=60, ge=1, le=60)  # how often the sweeper runs (divides 60)
     # Work with no live job for this long is queued again by the sweeper (must exceed job_timeout).
     sweep_after_seconds: float = Field(default=120.0, gt=0)
     sweep_batch: int = Field(default=1000, gt=0)
     job_keep_result: float = Field(default=3600.0, ge=0)
     test_task_sleep: float = Field(default=1.0, ge=0)
+
+    # On SIGTERM: running jobs and requests get this long to finish (match the container stop timeout and
+    # Kubernetes' terminationGracePeriodSeconds, minus a few seconds); unfinished jobs go back to the queue.
+    shutdown_grace_seconds: int = Field(default=25, ge=0)
+    # At start-up, how long to keep retrying PostgreSQL and Redis before giving up (services start in any order).
+    startup_wait_seconds: float = Field(default=60.0, ge=0)
 
     # Logs.
     log_level: str = "INFO"

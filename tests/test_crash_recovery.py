@@ -8,6 +8,7 @@ import signal
 import time
 
 import httpx
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,6 +25,7 @@ JOB_TIMEOUT = 3.0
 RECOVERY_BOUND = JOB_TIMEOUT + 10
 
 
+@pytest.mark.slow
 async def test_killed_worker_job_completes_on_another_worker(
     settings: Settings, api: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], fake_nylas: FakeNylas
 ) -> None:
