@@ -20,7 +20,7 @@ trap cleanup EXIT
 
 started=$(date +%s)
 echo "--- build"
-podman build -q -f deploy/Dockerfile -t localhost/mailroom:latest . >/dev/null
+podman build -q --format docker -f deploy/Dockerfile -t localhost/mailroom:latest . >/dev/null
 built=$(date +%s)
 echo "image built in $((built - started)) s: $(podman image inspect localhost/mailroom:latest --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"
 
