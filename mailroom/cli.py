@@ -8,7 +8,8 @@ import contextlib
 import secrets
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any
 
 import orjson
 import structlog
@@ -19,6 +20,8 @@ from rich.console import Console
 from mailroom.settings import Settings
 
 log = structlog.get_logger("mailroom")
+Command = Callable[[Settings, argparse.Namespace], int]
+AsyncCommand = Callable[[Settings, argparse.Namespace, Console], Coroutine[Any, Any, int]]
 out = Console(highlight=False, soft_wrap=True)
 
 
@@ -89,39 +92,14 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
-    from mailroom import ops
+def on_servers(command: AsyncCommand) -> Command:
+    """A command that runs one coroutine against the configured (or embedded) servers."""
 
-    with resolved(settings) as final:
-        return asyncio.run(ops.run_sync(final, args, out))
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        with resolved(settings) as final:
+            return asyncio.run(command(final, args, out))
 
-
-def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from mailroom import ops
-
-    with resolved(settings) as final:
-        return asyncio.run(ops.run_replay(final, args, out))
-
-
-def cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
-    from mailroom import inspect_cli
-
-    with resolved(settings) as final:
-        return asyncio.run(inspect_cli.run_inspect(final, args, out))
-
-
-def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
-    from mailroom import inspect_cli
-
-    with resolved(settings) as final:
-        return asyncio.run(inspect_cli.run_stats(final, args, out))
-
-
-def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
-    from mailroom import inspect_cli
-
-    with resolved(settings) as final:
-        return asyncio.run(inspect_cli.run_purge(final, args, out))
+    return run
 
 
 def cmd_enqueue_test(settings: Settings, args: argparse.Namespace) -> int:
@@ -246,21 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync = commands.add_parser("sync", help="sync one grant's recent messages now, in the foreground")
     ops.add_sync_arguments(sync)
-    sync.set_defaults(run=cmd_sync)
+    sync.set_defaults(run=on_servers(ops.run_sync))
     rep = commands.add_parser("replay", help="send dead letters (or, with --force, done stages) back to work")
     ops.add_replay_arguments(rep)
-    rep.set_defaults(run=cmd_replay)
+    rep.set_defaults(run=on_servers(ops.run_replay))
     from mailroom import inspect_cli
 
     ins = commands.add_parser("inspect", help="what is active, scheduled, queued, which workers live, what is dead")
     inspect_cli.add_inspect_arguments(ins)
-    ins.set_defaults(run=cmd_inspect)
+    ins.set_defaults(run=on_servers(inspect_cli.run_inspect))
     stats = commands.add_parser("stats", help="queue depth and open work at a glance")
     inspect_cli.add_stats_arguments(stats)
-    stats.set_defaults(run=cmd_stats)
+    stats.set_defaults(run=on_servers(inspect_cli.run_stats))
     purge = commands.add_parser("purge", help="empty the queue (asks first unless --yes)")
     inspect_cli.add_purge_arguments(purge)
-    purge.set_defaults(run=cmd_purge)
+    purge.set_defaults(run=on_servers(inspect_cli.run_purge))
     enq = commands.add_parser("enqueue-test", help="enqueue the test task and print its job id")
     enq.add_argument("message", help="text the task returns")
     enq.set_defaults(run=cmd_enqueue_test)

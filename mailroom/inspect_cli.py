@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from arq.connections import ArqRedis
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import webhook_events
 from db.engine import create_engine, create_sessionmaker
@@ -20,6 +24,21 @@ from jobs.enqueue import open_queue
 from jobs.heartbeat import live_workers
 from jobs.inspect import database_counts, queued_jobs, redis_depth
 from mailroom.settings import Settings
+
+
+@asynccontextmanager
+async def connections(
+    settings: Settings, name: str
+) -> AsyncIterator[tuple[ArqRedis, async_sessionmaker[AsyncSession]]]:
+    """A queue client and a small database pool for one operator command."""
+    assert settings.redis_url is not None and settings.database_url is not None
+    queue = open_queue(settings.redis_url, timeout=settings.redis_timeout, queue_name=settings.queue_name)
+    engine = create_engine(settings.database_url, pool_size=1, application_name=f"mailroom-{name}")
+    try:
+        yield queue, create_sessionmaker(engine)
+    finally:
+        await queue.aclose()
+        await engine.dispose()
 
 
 def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,10 +75,7 @@ def _cell(value: object) -> str:
 
 
 async def run_inspect(settings: Settings, args: argparse.Namespace, out: Console) -> int:
-    assert settings.redis_url is not None and settings.database_url is not None
-    queue = open_queue(settings.redis_url, timeout=settings.redis_timeout, queue_name=settings.queue_name)
-    engine = create_engine(settings.database_url, pool_size=1, application_name="mailroom-inspect")
-    try:
+    async with connections(settings, "inspect") as (queue, sessionmaker):
         rows: list[dict[str, Any]]
         if args.what in ("queued", "scheduled"):
             rows = await queued_jobs(queue, settings.queue_name, scheduled=args.what == "scheduled", limit=args.limit)
@@ -82,7 +98,7 @@ async def run_inspect(settings: Settings, args: argparse.Namespace, out: Console
                     for j in w["jobs"]
                 ]
         else:
-            async with create_sessionmaker(engine)() as session:
+            async with sessionmaker() as session:
                 events = (
                     await session.execute(
                         select(WebhookEvent)
@@ -104,23 +120,14 @@ async def run_inspect(settings: Settings, args: argparse.Namespace, out: Console
                     for m in dead_emails
                 ]
         _show(out, rows, as_json=args.json, title=args.what)
-    finally:
-        await queue.aclose()
-        await engine.dispose()
     return 0
 
 
 async def run_stats(settings: Settings, args: argparse.Namespace, out: Console) -> int:
-    assert settings.redis_url is not None and settings.database_url is not None
-    queue = open_queue(settings.redis_url, timeout=settings.redis_timeout, queue_name=settings.queue_name)
-    engine = create_engine(settings.database_url, pool_size=1, application_name="mailroom-stats")
-    try:
+    async with connections(settings, "stats") as (queue, sessionmaker):
         depth = await redis_depth(queue, settings.queue_name)
-        async with create_sessionmaker(engine)() as session:
+        async with sessionmaker() as session:
             counts = await database_counts(session)
-    finally:
-        await queue.aclose()
-        await engine.dispose()
     if args.json:
         out.print(orjson.dumps({"queue": depth, **counts}).decode(), markup=False)
         return 0
@@ -143,10 +150,7 @@ async def run_stats(settings: Settings, args: argparse.Namespace, out: Console) 
 
 async def run_purge(settings: Settings, args: argparse.Namespace, out: Console) -> int:
     """Empty the queue. Events whose jobs are dropped are marked `purged`, so the sweeper does not revive them."""
-    assert settings.redis_url is not None and settings.database_url is not None
-    queue = open_queue(settings.redis_url, timeout=settings.redis_timeout, queue_name=settings.queue_name)
-    engine = create_engine(settings.database_url, pool_size=1, application_name="mailroom-purge")
-    try:
+    async with connections(settings, "purge") as (queue, sessionmaker):
         waiting = await queue.zrange(settings.queue_name, 0, -1)
         job_ids = [raw.decode() for raw in waiting]
         event_ids = [
@@ -159,14 +163,11 @@ async def run_purge(settings: Settings, args: argparse.Namespace, out: Console) 
         if answer.strip().lower() not in ("y", "yes"):
             out.print("nothing purged")
             return 1
-        async with unit_of_work(create_sessionmaker(engine)) as session:
+        async with unit_of_work(sessionmaker) as session:
             purged = await webhook_events.purge(session, event_ids) if event_ids else 0
         async with queue.pipeline(transaction=True) as pipe:
             pipe.zrem(settings.queue_name, *job_ids)
             pipe.delete(*[f"arq:job:{j}" for j in job_ids])
             await pipe.execute()
         out.print(f"purged {len(job_ids)} jobs; {purged} events marked purged")
-    finally:
-        await queue.aclose()
-        await engine.dispose()
     return 0

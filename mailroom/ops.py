@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from db.engine import create_engine, create_sessionmaker
 from jobs.enqueue import open_queue
 from jobs.errors import Throttled
 from jobs.replay import ReplayFilter, replay
@@ -83,12 +82,11 @@ async def run_sync(settings: Settings, args: argparse.Namespace, out: Console) -
 
 
 async def run_replay(settings: Settings, args: argparse.Namespace, out: Console) -> int:
-    assert settings.database_url is not None and settings.redis_url is not None
-    engine = create_engine(settings.database_url, pool_size=2, application_name="mailroom-replay")
-    queue = open_queue(settings.redis_url, timeout=settings.redis_timeout, queue_name=settings.queue_name)
-    try:
+    from mailroom.inspect_cli import connections
+
+    async with connections(settings, "replay") as (queue, sessionmaker):
         found = await replay(
-            create_sessionmaker(engine),
+            sessionmaker,
             queue,
             ReplayFilter(
                 stage=args.stage,
@@ -102,9 +100,6 @@ async def run_replay(settings: Settings, args: argparse.Namespace, out: Console)
             ),
             dry_run=args.dry_run,
         )
-    finally:
-        await queue.aclose()
-        await engine.dispose()
     verb = "would replay" if args.dry_run else "replayed"
     out.print(f"{verb} {len(found.event_ids)} events and {len(found.emails)} email stages")
     return 0

@@ -109,6 +109,20 @@ def run_view(run: StageRun) -> dict[str, Any]:
     }
 
 
+async def event_and_email(resources: Resources, event_id: int) -> tuple[WebhookEvent, Email | None]:
+    """The event (404 if none) and, for a message notification, the email it is about."""
+    async with resources.sessionmaker() as session:
+        event = await webhook_events.get(session, event_id)
+        if event is None:
+            raise NotFound(f"no event {event_id}")
+        email = (
+            await emails.get(session, grant_id=event.grant_id, message_id=event.object_id)
+            if event.grant_id and event.object_id and event.type.startswith("message.")
+            else None
+        )
+    return event, email
+
+
 @admin
 async def job_status(request: Request) -> Response:
     resources: Resources = request.state.resources
@@ -154,15 +168,8 @@ async def event_detail(request: Request) -> Response:
     event_id = _int(request.path_params["event_id"], "event id")
     assert event_id is not None
     reveal = request.query_params.get("reveal") in ("1", "true")
+    event, email = await event_and_email(resources, event_id)
     async with resources.sessionmaker() as session:
-        event = await webhook_events.get(session, event_id)
-        if event is None:
-            raise NotFound(f"no event {event_id}")
-        email = (
-            await emails.get(session, grant_id=event.grant_id, message_id=event.object_id)
-            if event.grant_id and event.object_id and event.type.startswith("message.")
-            else None
-        )
         timeline = await stage_runs.timeline(session, email_id=email.id if email else None, event_id=event.id)
         done = await actions.for_email(session, email.id) if email else []
     body: dict[str, Any] = {
@@ -186,15 +193,7 @@ async def replay_event(request: Request) -> Response:
     event_id = _int(request.path_params["event_id"], "event id")
     assert event_id is not None
     force = request.query_params.get("force") in ("1", "true")
-    async with resources.sessionmaker() as session:
-        event = await webhook_events.get(session, event_id)
-        if event is None:
-            raise NotFound(f"no event {event_id}")
-        email = (
-            await emails.get(session, grant_id=event.grant_id, message_id=event.object_id)
-            if event.grant_id and event.object_id
-            else None
-        )
+    event, email = await event_and_email(resources, event_id)
     if event.status == "dead":
         chosen = ReplayFilter(event_ids=(event.id,))
     elif email is not None:
