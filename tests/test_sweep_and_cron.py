@@ -154,7 +154,8 @@ async def test_two_workers_run_each_cron_tick_once(
     assert len(ticks_seen) == len(set(ticks_seen))
     assert len(runs) <= elapsed + 1, "no more runs than ticks"
     assert all(b - a == 1 for a, b in itertools.pairwise(ticks_seen)), "no tick skipped"
-    assert all(run.finished_at is not None and run.error is None for run in runs)
+    # The shutdown may cancel the tick that was running when it came; every earlier one finished cleanly.
+    assert all(run.finished_at is not None and run.error is None for run in runs[:-1])
     # A tick's job run twice would complete twice ("tick already ran") but add no row; the last tick's job may
     # have been cancelled by the shutdown before arq counted it.
     completed = sum(w.jobs_complete for w in workers)
