@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from db.values import strip_nul
+
 
 def is_complete(message: dict[str, Any]) -> bool:
     """A webhook's object can stand in for a fetch when it carries the body; truncated or id-only ones do not."""
@@ -33,17 +35,6 @@ def email_columns(message: dict[str, Any]) -> dict[str, Any]:
         "starred": _bool(message.get("starred")),
         "raw": message,
     }
-
-
-def strip_nul(value: Any) -> Any:
-    """PostgreSQL text and JSONB cannot hold U+0000; drop it rather than fail the message forever."""
-    if isinstance(value, str):
-        return value.replace("\x00", "") if "\x00" in value else value
-    if isinstance(value, dict):
-        return {strip_nul(k): strip_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [strip_nul(v) for v in value]
-    return value
 
 
 def _addresses(value: object) -> list[dict[str, Any]]:

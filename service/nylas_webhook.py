@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from db import webhook_events
 from db.errors import DatabaseError, translate_errors
 from db.uow import unit_of_work
+from db.values import strip_nul
 from jobs.enqueue import enqueue_process_event
 from service import signatures
 from service.bodies import decode_content, read_limited
@@ -47,6 +48,9 @@ async def receive(request: Request) -> Response:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}") from exc
+    if b"\\u0000" in body:
+        # JSON can only carry U+0000 escaped; PostgreSQL's JSONB refuses it, which would be a 503 on every retry.
+        payload = strip_nul(payload)
     notification = parse_notification(payload, received_at=datetime.now(UTC))
     outcome, event_id = await _record_and_enqueue(resources, notification)
     # Known types by name; any other as "other", so a stream of odd types cannot grow the label set.

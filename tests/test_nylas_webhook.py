@@ -293,3 +293,14 @@ class TestRefused:
         assert response.status_code == 503
         assert response.json()["error"] == "not_configured"
         await assert_nothing_written(sessionmaker, redis)
+
+
+async def test_nul_characters_are_stored_without_them(
+    api: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """PostgreSQL's JSONB refuses U+0000; keeping it would make every Nylas retry a 503 (found by the fuzzer)."""
+    response = await post(api, envelope(message(subject="a\u0000b", **{"x\u0000": "y"})))
+    assert response.status_code == 200
+    (event,) = await helpers.events(sessionmaker)
+    assert event.payload["data"]["object"]["subject"] == "ab"
+    assert "x" in event.payload["data"]["object"]
