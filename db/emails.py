@@ -196,3 +196,19 @@ async def stuck(session: AsyncSession, *, older_than: datetime, limit: int) -> l
         .limit(limit)
     )
     return [(row[0], row[1]) for row in await session.execute(stmt)]
+
+
+async def dead(session: AsyncSession, *, limit: int) -> list[Email]:
+    """Dead letters among emails, most recently dead first."""
+    stmt = select(Email).where(Email.dead_at.is_not(None)).order_by(Email.dead_at.desc()).limit(limit)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def touch(session: AsyncSession, email_ids: list[int]) -> None:
+    """Restart the clock the sweeper reads."""
+    await session.execute(update(Email).where(Email.id.in_(email_ids)).values(pipeline_updated_at=func.now()))
+
+
+async def give_back_try(session: AsyncSession, email_id: int) -> None:
+    """A try that only waited for throttle room does not count."""
+    await session.execute(update(Email).where(Email.id == email_id).values(stage_attempts=Email.stage_attempts - 1))

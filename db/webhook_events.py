@@ -13,7 +13,7 @@ from db.models import WebhookEvent
 
 # States a job may (re)start from. `processed` and `ignored` are final; `dead` and `parked` wait for a replay
 # or for their grant to come back.
-_RUNNABLE = ("received", "queued", "processing")
+RUNNABLE = ("received", "queued", "processing")
 
 
 async def record_if_new(
@@ -71,7 +71,7 @@ async def start_processing(session: AsyncSession, event_id: int) -> WebhookEvent
     """Claim the event for a run and count the attempt; None when it is already done (a re-run is a no-op)."""
     stmt = (
         update(WebhookEvent)
-        .where(WebhookEvent.id == event_id, WebhookEvent.status.in_(_RUNNABLE))
+        .where(WebhookEvent.id == event_id, WebhookEvent.status.in_(RUNNABLE))
         .values(status="processing", attempts=WebhookEvent.attempts + 1, updated_at=func.now())
         .returning(WebhookEvent)
     )
@@ -131,7 +131,7 @@ async def stuck(session: AsyncSession, *, older_than: datetime, limit: int) -> l
     """Events still waiting to be processed, untouched since `older_than` (the sweeper checks their jobs)."""
     stmt = (
         select(WebhookEvent.id)
-        .where(WebhookEvent.status.in_(_RUNNABLE), WebhookEvent.updated_at < older_than)
+        .where(WebhookEvent.status.in_(RUNNABLE), WebhookEvent.updated_at < older_than)
         .order_by(WebhookEvent.updated_at)
         .limit(limit)
     )
@@ -185,7 +185,22 @@ async def purge(session: AsyncSession, event_ids: list[int]) -> int:
     """Operator's purge: the events stay, marked so that no sweep brings them back."""
     stmt = (
         update(WebhookEvent)
-        .where(WebhookEvent.id.in_(event_ids), WebhookEvent.status.in_((*_RUNNABLE, "parked")))
+        .where(WebhookEvent.id.in_(event_ids), WebhookEvent.status.in_((*RUNNABLE, "parked")))
         .values(status="purged", updated_at=func.now())
     )
     return (await session.execute(stmt)).rowcount  # type: ignore[attr-defined,no-any-return]
+
+
+async def dead(session: AsyncSession, *, limit: int) -> list[WebhookEvent]:
+    """Dead letters among events, newest first."""
+    stmt = select(WebhookEvent).where(WebhookEvent.status == "dead").order_by(WebhookEvent.id.desc()).limit(limit)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def touch_swept(session: AsyncSession, event_ids: list[int]) -> None:
+    """The sweeper looked at these: restart their clock, and call a `received` one `queued` (its job is in Redis)."""
+    await session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id.in_(event_ids))
+        .values(updated_at=func.now(), status=func.coalesce(func.nullif(WebhookEvent.status, "received"), "queued"))
+    )

@@ -11,7 +11,6 @@ from typing import Any
 
 import structlog
 from arq import Retry
-from sqlalchemy import update
 
 from db import emails, grants, stage_runs
 from db.errors import translate_errors
@@ -21,7 +20,7 @@ from jobs.calls import defer_for
 from jobs.context import JobContext
 from jobs.enqueue import enqueue_stage
 from jobs.errors import Throttled
-from jobs.failures import Verdict, count, judge
+from jobs.failures import Verdict, count, finish_failed_run, judge
 
 log = structlog.get_logger(__name__)
 
@@ -86,9 +85,7 @@ async def failures_handled(jc: JobContext, claimed: Claimed, stage: str) -> Asyn
         # Waiting for room under the grant's rate is not a failed try: give the try back.
         with translate_errors():
             async with unit_of_work(jc.sessionmaker) as session:
-                await session.execute(
-                    update(Email).where(Email.id == claimed.email.id).values(stage_attempts=Email.stage_attempts - 1)
-                )
+                await emails.give_back_try(session, claimed.email.id)
                 await stage_runs.finish(session, claimed.run_id, status="retrying", error=str(exc))
         raise defer_for(exc) from exc
     except Exception as exc:
@@ -113,14 +110,7 @@ async def _record_failure(jc: JobContext, claimed: Claimed, stage: str, exc: Exc
             else:
                 dead = failure.verdict is Verdict.DEAD
                 await emails.stage_failed(session, email.id, error=failure.error, dead=dead)
-                await stage_runs.finish(
-                    session,
-                    claimed.run_id,
-                    status="dead" if dead else "retrying",
-                    error=failure.error,
-                    traceback=failure.traceback if dead else None,
-                    detail=None if dead else {"retry_in_s": round(failure.delay, 3)},
-                )
+                await finish_failed_run(session, claimed.run_id, failure)
     if failure.verdict is Verdict.RETRY:
         claimed.log.warning("stage.retrying", error=failure.error, defer_s=round(failure.delay, 3))
         raise Retry(defer=failure.delay) from exc

@@ -7,6 +7,9 @@ import traceback
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db import stage_runs
 from db.errors import DatabaseError
 from jobs.backoff import retry_delay
 from jobs.errors import GrantPaused, PermanentError, TransientError
@@ -56,3 +59,16 @@ def count(metrics: Metrics, stage: str, verdict: Verdict) -> None:
         metrics.inc("mailroom_retries", stage=stage)
     elif verdict is Verdict.DEAD:
         metrics.inc("mailroom_dead_letters", stage=stage)
+
+
+async def finish_failed_run(session: AsyncSession, run_id: int, failure: Failure) -> None:
+    """Record a run that will be retried (with the delay) or is dead (with the traceback)."""
+    dead = failure.verdict is Verdict.DEAD
+    await stage_runs.finish(
+        session,
+        run_id,
+        status="dead" if dead else "retrying",
+        error=failure.error,
+        traceback=failure.traceback if dead else None,
+        detail=None if dead else {"retry_in_s": round(failure.delay, 3)},
+    )

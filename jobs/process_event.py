@@ -29,13 +29,11 @@ from jobs.enqueue import (
     stage_job_id,
 )
 from jobs.errors import Throttled, TransientError
-from jobs.failures import Verdict, count, judge
+from jobs.failures import Verdict, count, finish_failed_run, judge
 from jobs.messages import email_columns, is_complete
 from jobs.triggers import GRANT_STATUS_BY_TYPE, Kind, Trigger, parse_trigger
 
 log = structlog.get_logger(__name__)
-
-_RUNNABLE = ("received", "queued", "processing")
 
 
 async def process_event(ctx: dict[str, Any], event_id: int) -> str:
@@ -45,7 +43,7 @@ async def process_event(ctx: dict[str, Any], event_id: int) -> str:
     with translate_errors():
         async with jc.sessionmaker() as session:
             event = await webhook_events.get(session, event_id)
-    if event is None or event.status not in _RUNNABLE:
+    if event is None or event.status not in webhook_events.RUNNABLE:
         return "skipped"
     trigger = parse_trigger(event.type)
     if trigger is None:
@@ -216,14 +214,7 @@ async def _failed(jc: JobContext, event: WebhookEvent, run_id: int, exc: Excepti
             else:
                 dead = failure.verdict is Verdict.DEAD
                 await webhook_events.mark_attempt_failed(session, event.id, error=failure.error, final=dead)
-                await stage_runs.finish(
-                    session,
-                    run_id,
-                    status="dead" if dead else "retrying",
-                    error=failure.error,
-                    traceback=failure.traceback if dead else None,
-                    detail=None if dead else {"retry_in_s": round(failure.delay, 3)},
-                )
+                await finish_failed_run(session, run_id, failure)
     if failure.verdict is Verdict.RETRY:
         bound.warning("event.retrying", error=failure.error, attempt=event.attempts, defer_s=round(failure.delay, 3))
         raise Retry(defer=failure.delay) from exc

@@ -9,11 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, update
 
 from db import emails, webhook_events
 from db.errors import translate_errors
-from db.models import Email, WebhookEvent
 from db.uow import unit_of_work
 from jobs.context import JobContext
 from jobs.enqueue import PROCESS_EVENT, STAGE_JOBS, process_event_job_id, requeue, stage_job_id
@@ -41,21 +39,9 @@ async def sweep(jc: JobContext) -> dict[str, Any]:
         async with unit_of_work(jc.sessionmaker) as session:
             # Touched, so the next sweep gives the new job its time before looking again.
             if event_ids:
-                await session.execute(
-                    update(WebhookEvent)
-                    .where(WebhookEvent.id.in_(event_ids))
-                    .values(
-                        updated_at=func.now(),
-                        status=func.coalesce(
-                            func.nullif(WebhookEvent.status, "received"),
-                            "queued",
-                        ),
-                    )
-                )
+                await webhook_events.touch_swept(session, event_ids)
             if waiting:
-                await session.execute(
-                    update(Email).where(Email.id.in_([e for e, _ in waiting])).values(pipeline_updated_at=func.now())
-                )
+                await emails.touch(session, [email_id for email_id, _ in waiting])
     result = {
         "events_stuck": len(event_ids),
         "events_requeued": len(requeued_events),

@@ -13,12 +13,10 @@ import orjson
 from arq.connections import ArqRedis
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db import webhook_events
+from db import emails, webhook_events
 from db.engine import create_engine, create_sessionmaker
-from db.models import Email, WebhookEvent
 from db.uow import unit_of_work
 from jobs.enqueue import open_queue
 from jobs.heartbeat import live_workers
@@ -99,19 +97,8 @@ async def run_inspect(settings: Settings, args: argparse.Namespace, out: Console
                 ]
         else:
             async with sessionmaker() as session:
-                events = (
-                    await session.execute(
-                        select(WebhookEvent)
-                        .where(WebhookEvent.status == "dead")
-                        .order_by(WebhookEvent.id.desc())
-                        .limit(args.limit)
-                    )
-                ).scalars()
-                dead_emails = (
-                    await session.execute(
-                        select(Email).where(Email.dead_at.is_not(None)).order_by(Email.id.desc()).limit(args.limit)
-                    )
-                ).scalars()
+                events = await webhook_events.dead(session, limit=args.limit)
+                dead_emails = await emails.dead(session, limit=args.limit)
                 rows = [
                     {"stage": "process", "id": f"event {e.id}", "grant": e.grant_id, "error": e.last_error}
                     for e in events

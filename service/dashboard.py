@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from db.models import Email, WebhookEvent
+from db import emails, webhook_events
 from jobs.heartbeat import live_workers
 from jobs.inspect import cron_status
 from service import health
@@ -80,16 +79,8 @@ async def overview(request: Request) -> Response:
     }
     async with resources.sessionmaker() as session:
         last_runs = {run["name"]: run for run in await cron_status(session)}
-        dead_events = (
-            await session.execute(
-                select(WebhookEvent).where(WebhookEvent.status == "dead").order_by(WebhookEvent.id.desc()).limit(50)
-            )
-        ).scalars()
-        dead_emails = (
-            await session.execute(
-                select(Email).where(Email.dead_at.is_not(None)).order_by(Email.dead_at.desc()).limit(50)
-            )
-        ).scalars()
+        dead_events = await webhook_events.dead(session, limit=50)
+        dead_emails = await emails.dead(session, limit=50)
         dead: list[dict[str, Any]] = [{"kind": "event", **event_summary(e)} for e in dead_events]
         dead += [{"kind": "email", **email_view(e, reveal=reveal)} for e in dead_emails]
     succeeded = {
