@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -164,6 +165,20 @@ end
     }
 
 
+def profiler(directory: Path | None, name: str, pid: int) -> subprocess.Popen[bytes] | None:
+    if directory is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    command = [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--rate", "250", "--gil", "--format", "raw", "-o", str(directory / name)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+
+
 async def wait_http(url: str) -> None:
     async with httpx.AsyncClient() as client:
         for _ in range(300):
@@ -190,6 +205,7 @@ async def main() -> int:
     parser.add_argument("--latency", type=float, default=0.05, help="fake Nylas answer time, seconds")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--worker-concurrency", type=int, default=100)
+    parser.add_argument("--profile", type=Path, help="record py-spy profiles (collapsed stacks) of the API and worker here")
     args = parser.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="mailroom-bench-"))
@@ -256,16 +272,19 @@ async def main() -> int:
         store_pids = pids_named("postgres") + pids_named("redis-server")
         bodies = [notification(n, run) for n in range(args.notifications)]
         cpu_before = {"api": cpu_seconds(api.pid), "stores": sum(cpu_seconds(p) for p in store_pids)}
+        spy = profiler(args.profile, "api", api.pid)
         if shutil.which("wrk"):
             seconds = max(2, int(args.notifications / 400))
             results["ingest"] = await asyncio.to_thread(drive_wrk, url, bodies, args.concurrency, seconds)
         else:
             results["ingest"] = await drive_python(url, bodies, args.concurrency)
         stored = await count(database_url, "SELECT count(*) FROM webhook_events")
+        stop_profiler(spy)
         results["ingest"]["stored"] = stored
         results["ingest"]["api_rss_mb"] = rss_mb(api.pid)
 
         worker = subprocess.Popen([MAILROOM, "worker"], env=env, stderr=subprocess.DEVNULL)
+        spy = profiler(args.profile, "worker", worker.pid)
         try:
             began = time.monotonic()
             while (
@@ -275,6 +294,7 @@ async def main() -> int:
                     break
                 await asyncio.sleep(0.2)
             elapsed = time.monotonic() - began
+            stop_profiler(spy)
             results["drain"] = {
                 "emails": done,
                 "seconds": round(elapsed, 2),

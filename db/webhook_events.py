@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import DateTime, Integer, Text, bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import WebhookEvent
@@ -16,53 +17,87 @@ from db.models import WebhookEvent
 RUNNABLE = ("received", "queued", "processing")
 
 
-async def record_if_new(
-    session: AsyncSession,
-    *,
-    notification_id: str,
-    type: str,
-    source: str | None,
-    grant_id: str | None,
-    object_id: str | None,
-    notified_at: datetime,
-    delivery_attempt: int | None,
-    payload: dict[str, Any],
-    status: str,
-) -> int | None:
-    """Insert the event and return its id, or None when this notification id is already stored."""
-    stmt = (
-        insert(WebhookEvent)
-        .values(
-            notification_id=notification_id,
-            type=type,
-            source=source,
-            grant_id=grant_id,
-            object_id=object_id,
-            notified_at=notified_at,
-            delivery_attempt=delivery_attempt,
-            payload=payload,
-            status=status,
-        )
-        .on_conflict_do_nothing(index_elements=[WebhookEvent.notification_id])
-        .returning(WebhookEvent.id)
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    notification_id: str
+    type: str
+    source: str | None
+    grant_id: str | None
+    object_id: str | None
+    notified_at: datetime
+    delivery_attempt: int | None
+    payload_json: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    id: int
+    status: str
+
+
+# One statement for any number of events: arrays in, one row per new event out. Events already stored (a
+# redelivery, or the same notification twice in one batch) are skipped by the unique notification id.
+_RECORD_MANY = text(
+    """
+    INSERT INTO webhook_events
+        (notification_id, type, source, grant_id, object_id, notified_at, delivery_attempt, payload, status)
+    SELECT n, t, s, g, o, at, d, p::jsonb, st
+    FROM unnest(CAST(:n AS text[]), CAST(:t AS text[]), CAST(:s AS text[]), CAST(:g AS text[]), CAST(:o AS text[]),
+                CAST(:at AS timestamptz[]), CAST(:d AS integer[]), CAST(:p AS text[]), CAST(:st AS text[]))
+         AS batch (n, t, s, g, o, at, d, p, st)
+    ON CONFLICT (notification_id) DO NOTHING
+    RETURNING notification_id, id
+    """
+).bindparams(
+    bindparam("n", type_=ARRAY(Text)),
+    bindparam("t", type_=ARRAY(Text)),
+    bindparam("s", type_=ARRAY(Text)),
+    bindparam("g", type_=ARRAY(Text)),
+    bindparam("o", type_=ARRAY(Text)),
+    bindparam("at", type_=ARRAY(DateTime(timezone=True))),
+    bindparam("d", type_=ARRAY(Integer)),
+    bindparam("p", type_=ARRAY(Text)),
+    bindparam("st", type_=ARRAY(Text)),
+)
+
+
+async def record_many(session: AsyncSession, events: Sequence[NewEvent]) -> dict[str, int]:
+    """Insert the events not stored yet; returns notification id -> id of each row this call inserted."""
+    rows = await session.execute(
+        _RECORD_MANY,
+        {
+            "n": [e.notification_id for e in events],
+            "t": [e.type for e in events],
+            "s": [e.source for e in events],
+            "g": [e.grant_id for e in events],
+            "o": [e.object_id for e in events],
+            "at": [e.notified_at for e in events],
+            "d": [e.delivery_attempt for e in events],
+            "p": [e.payload_json for e in events],
+            "st": [e.status for e in events],
+        },
     )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return {notification_id: event_id for notification_id, event_id in rows}
 
 
-async def get_by_notification(session: AsyncSession, notification_id: str) -> WebhookEvent | None:
-    stmt = select(WebhookEvent).where(WebhookEvent.notification_id == notification_id)
-    return (await session.execute(stmt)).scalar_one_or_none()
+async def known(session: AsyncSession, notification_ids: Sequence[str]) -> dict[str, Known]:
+    """The stored event (id and status) of each of these notification ids that is stored."""
+    stmt = select(WebhookEvent.notification_id, WebhookEvent.id, WebhookEvent.status).where(
+        WebhookEvent.notification_id.in_(notification_ids)
+    )
+    return {nid: Known(id=event_id, status=status) for nid, event_id, status in await session.execute(stmt)}
 
 
 async def get(session: AsyncSession, event_id: int) -> WebhookEvent | None:
     return await session.get(WebhookEvent, event_id)
 
 
-async def mark_queued(session: AsyncSession, event_id: int) -> None:
-    """Record that the job is in Redis; a worker that already started it is left alone."""
+async def mark_queued(session: AsyncSession, event_ids: Sequence[int]) -> None:
+    """Record that their jobs are in Redis; one a worker already started is left alone."""
     await session.execute(
         update(WebhookEvent)
-        .where(WebhookEvent.id == event_id, WebhookEvent.status == "received")
+        .where(WebhookEvent.id.in_(event_ids), WebhookEvent.status == "received")
         .values(status="queued", updated_at=func.now())
     )
 

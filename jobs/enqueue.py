@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
-from arq.jobs import Job
+from arq.constants import expires_extra_ms, in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.jobs import Job, serialize_job
+from arq.utils import timestamp_ms
 
 PROCESS_EVENT = "process_event"
 CLASSIFY = "classify"
@@ -57,6 +59,39 @@ def process_event_job_id(event_id: int) -> str:
 async def enqueue_process_event(queue: ArqRedis, event_id: int) -> Job | None:
     """Queue the event's job; None when a job with its id is already queued, running or kept as a result."""
     return await queue.enqueue_job(PROCESS_EVENT, event_id, _job_id=process_event_job_id(event_id))
+
+
+# arq's enqueue_job costs four round trips per job (WATCH, EXISTS, MULTI/EXEC, UNWATCH); this does what it does for
+# any number of jobs in one atomic EVALSHA: a job whose id is queued, running or kept as a result is left alone.
+_ENQUEUE_MANY = f"""
+local queued = 0
+for i = 1, #ARGV, 4 do
+  local id = ARGV[i]
+  if redis.call('EXISTS', '{job_key_prefix}' .. id, '{result_key_prefix}' .. id) == 0 then
+    redis.call('PSETEX', '{job_key_prefix}' .. id, ARGV[i + 3], ARGV[i + 1])
+    redis.call('ZADD', KEYS[1], ARGV[i + 2], id)
+    queued = queued + 1
+  end
+end
+return queued
+"""
+
+
+class ProcessEventEnqueuer:
+    """Queues many events' `process_event` jobs in one round trip, in arq's own job format."""
+
+    def __init__(self, queue: ArqRedis) -> None:
+        self._queue = queue
+        self._script = queue.register_script(_ENQUEUE_MANY)
+
+    async def enqueue(self, event_ids: Sequence[int]) -> int:
+        """Returns how many were queued now (the others already had a job)."""
+        now = timestamp_ms()
+        args: list[str | bytes | int] = []
+        for event_id in event_ids:
+            payload = serialize_job(PROCESS_EVENT, (event_id,), {}, None, now, serializer=serialize)
+            args += [process_event_job_id(event_id), payload, now, expires_extra_ms]
+        return int(await self._script(keys=[self._queue.default_queue_name], args=args))
 
 
 def stage_job_id(stage: str, email_id: int) -> str:

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     port: int = 8000
     max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     max_decompressed_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # Group commit: concurrent deliveries are stored by this many writers, up to this many rows per transaction.
+    ingest_writers: int = Field(default=2, gt=0)
+    ingest_max_batch: int = Field(default=200, gt=0)
 
     # Database pool.
     db_pool_size: int = Field(default=10, gt=0)

@@ -14,6 +14,7 @@ from mailroom.metrics import Metrics
 from mailroom.settings import Settings
 from service import admin, dashboard, health, nylas_webhook
 from service.errors import ServiceError, handle_service_error
+from service.event_writer import EventWriter
 from service.state import AppState, Resources
 
 
@@ -32,18 +33,24 @@ def create_app(settings: Settings) -> Starlette:
             application_name="mailroom-api",
         )
         queue = open_queue(redis_url, timeout=settings.redis_timeout, queue_name=settings.queue_name)
+        sessionmaker = create_sessionmaker(engine)
         resources = Resources(
             settings=settings,
             engine=engine,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
             queue=queue,
             webhook_secrets=tuple(secret.get_secret_value() for secret in settings.webhook_secrets),
             metrics=Metrics(queue),
+            writer=EventWriter(
+                sessionmaker, queue, max_batch=settings.ingest_max_batch, writers=settings.ingest_writers
+            ),
         )
         resources.metrics.start()
+        resources.writer.start()
         try:
             yield {"resources": resources}
         finally:
+            await resources.writer.aclose()
             await resources.metrics.aclose()
             await queue.aclose()
             await engine.dispose()

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mailroom.metrics import Metrics
 from mailroom.settings import Settings
+from service.event_writer import EventWriter
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -20,6 +21,7 @@ class Resources:
     queue: ArqRedis
     webhook_secrets: tuple[str, ...]
     metrics: Metrics
+    writer: EventWriter
 
 
 class AppState(TypedDict):

@@ -43,6 +43,7 @@ class RecordedRequest:
     query: str
     headers: dict[str, str]
     at: float
+    client_port: int  # one per TCP connection: how many connections the SDK opened
 
 
 @dataclass
@@ -95,6 +96,7 @@ class FakeNylas:
                         request.url.query,
                         dict(request.headers),
                         time.monotonic(),
+                        request.client.port if request.client else 0,
                     )
                 )
                 fault = self._take_fault(request.url.path)
