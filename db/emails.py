@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, literal_column, select, update
+from sqlalchemy import Executable, Table, bindparam, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Email
+from db.uow import execute_core
 
+_EMAILS = cast(Table, Email.__table__)
 # The columns a Nylas message maps onto (see jobs.messages.email_columns).
 EMAIL_COLUMNS = (
     "thread_id",
@@ -54,21 +57,9 @@ async def upsert(
     unknown = set(columns) - set(EMAIL_COLUMNS)
     if unknown:
         raise ValueError(f"not email columns: {sorted(unknown)}")
-    values = {**columns, "deleted_at": None}
-    stmt = insert(Email).values(
-        grant_id=grant_id, message_id=message_id, state_at=state_at, first_received_at=received_at, **values
-    )
-    excluded = stmt.excluded
-    upsert = stmt.on_conflict_do_update(
-        index_elements=[Email.grant_id, Email.message_id],
-        set_={
-            **{name: excluded[name] for name in values},
-            "state_at": excluded.state_at,
-            "updated_at": func.now(),
-        },
-        where=Email.state_at <= excluded.state_at,
-    ).returning(Email.id, _inserted(), Email.pipeline_state, _waiting())
-    row = (await session.execute(upsert)).one_or_none()
+    values = {**columns, "grant_id": grant_id, "message_id": message_id, "state_at": state_at}
+    params = {f"v_{name}": value for name, value in values.items()} | {"v_first_received_at": received_at}
+    row = (await execute_core(session, _upsert_statement(tuple(sorted(columns))), params)).one_or_none()
     if row is not None:
         return Stored(row[0], bool(row[1]), True, row[2], bool(row[3]))
     existing = await get(session, grant_id=grant_id, message_id=message_id)
@@ -77,13 +68,33 @@ async def upsert(
     return Stored(existing.id, False, False, existing.pipeline_state, waiting)
 
 
-def _inserted() -> ColumnElement[bool]:
-    # xmax is 0 for a row this statement inserted, and set for one it updated.
-    return literal_column("xmax = 0")
-
-
-def _waiting() -> ColumnElement[bool]:
-    return (Email.dead_at.is_not(None)) | (Email.parked_at.is_not(None))
+@functools.cache
+def _upsert_statement(names: tuple[str, ...]) -> Executable:
+    """Built once per set of columns (one set in practice), with bind parameters."""
+    # Bind names differ from column names (SQLAlchemy reserves those for its own use).
+    stmt = insert(_EMAILS).values(
+        grant_id=bindparam("v_grant_id"),
+        message_id=bindparam("v_message_id"),
+        state_at=bindparam("v_state_at"),
+        first_received_at=bindparam("v_first_received_at"),
+        deleted_at=None,
+        **{name: bindparam(f"v_{name}") for name in names},
+    )
+    excluded = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[_EMAILS.c.grant_id, _EMAILS.c.message_id],
+        set_={
+            **{name: excluded[name] for name in (*names, "deleted_at")},
+            "state_at": excluded.state_at,
+            "updated_at": func.now(),
+        },
+        where=_EMAILS.c.state_at <= excluded.state_at,
+    ).returning(
+        _EMAILS.c.id,
+        literal_column("xmax = 0"),
+        _EMAILS.c.pipeline_state,
+        _EMAILS.c.dead_at.is_not(None) | _EMAILS.c.parked_at.is_not(None),
+    )
 
 
 async def mark_deleted(session: AsyncSession, *, grant_id: str, message_id: str, state_at: datetime) -> bool:
@@ -144,10 +155,22 @@ async def claim_stage(session: AsyncSession, email_id: int, *, stage: str, force
 
 async def advance(session: AsyncSession, email_id: int, *, to: str, **columns: Any) -> None:
     """The stage succeeded: move to the next one with a fresh try budget."""
-    await session.execute(
-        update(Email)
-        .where(Email.id == email_id)
-        .values(pipeline_state=to, stage_attempts=0, last_error=None, pipeline_updated_at=func.now(), **columns)
+    params = {f"v_{name}": value for name, value in columns.items()} | {"email_id": email_id, "next_state": to}
+    await execute_core(session, _advance_statement(tuple(sorted(columns))), params)
+
+
+@functools.cache
+def _advance_statement(names: tuple[str, ...]) -> Executable:
+    return (
+        update(_EMAILS)
+        .where(_EMAILS.c.id == bindparam("email_id"))
+        .values(
+            pipeline_state=bindparam("next_state"),
+            stage_attempts=0,
+            last_error=None,
+            pipeline_updated_at=func.now(),
+            **{name: bindparam(f"v_{name}") for name in names},
+        )
     )
 
 

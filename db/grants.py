@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Grant
+from db.uow import execute_core
+
+_GRANTS = cast(Table, Grant.__table__)
+_ENSURE = insert(_GRANTS).values(grant_id=bindparam("v_grant_id")).on_conflict_do_nothing()
+_MAY_CALL = select(_GRANTS.c.paused_at, _GRANTS.c.status).where(_GRANTS.c.grant_id == bindparam("grant_id"))
 
 
 async def ensure(session: AsyncSession, grant_id: str) -> None:
     """Know about a grant the first time one of its messages arrives."""
-    await session.execute(insert(Grant).values(grant_id=grant_id).on_conflict_do_nothing())
+    await execute_core(session, _ENSURE, {"v_grant_id": grant_id})
 
 
 async def apply_state(
@@ -79,8 +85,7 @@ async def mark_deleted(session: AsyncSession, grant_id: str) -> None:
 
 
 async def may_call_nylas(session: AsyncSession, grant_id: str) -> bool:
-    stmt = select(Grant.paused_at, Grant.status).where(Grant.grant_id == grant_id)
-    row = (await session.execute(stmt)).one_or_none()
+    row = (await execute_core(session, _MAY_CALL, {"grant_id": grant_id})).one_or_none()
     return row is None or (row[0] is None and row[1] == "active")
 
 

@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import BigInteger, Table, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import StageRun
+from db.uow import execute_core
+
+_RUNS = cast(Table, StageRun.__table__)
+_START = (
+    insert(_RUNS)
+    .values(
+        stage=bindparam("v_stage"),
+        attempt=bindparam("v_attempt"),
+        event_id=bindparam("v_event_id"),
+        email_id=bindparam("v_email_id"),
+        grant_id=bindparam("v_grant_id"),
+        job_id=bindparam("v_job_id"),
+        status="running",
+    )
+    .returning(_RUNS.c.id)
+)
+# email_id and detail are kept when not given (None).
+_FINISH = (
+    update(_RUNS)
+    .where(_RUNS.c.id == bindparam("run_id"))
+    .values(
+        status=bindparam("v_status"),
+        finished_at=func.now(),
+        error=bindparam("v_error"),
+        traceback=bindparam("v_traceback"),
+        email_id=func.coalesce(bindparam("v_email_id", type_=BigInteger), _RUNS.c.email_id),
+        detail=func.coalesce(bindparam("v_detail", type_=JSONB), _RUNS.c.detail),
+    )
+)
 
 
 async def start(
@@ -20,20 +50,15 @@ async def start(
     grant_id: str | None = None,
     job_id: str | None = None,
 ) -> int:
-    stmt = (
-        insert(StageRun)
-        .values(
-            stage=stage,
-            attempt=attempt,
-            event_id=event_id,
-            email_id=email_id,
-            grant_id=grant_id,
-            job_id=job_id,
-            status="running",
-        )
-        .returning(StageRun.id)
-    )
-    return (await session.execute(stmt)).scalar_one()
+    params = {
+        "v_stage": stage,
+        "v_attempt": attempt,
+        "v_event_id": event_id,
+        "v_email_id": email_id,
+        "v_grant_id": grant_id,
+        "v_job_id": job_id,
+    }
+    return int((await execute_core(session, _START, params)).scalar_one())
 
 
 async def finish(
@@ -46,12 +71,15 @@ async def finish(
     traceback: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    values: dict[str, Any] = {"status": status, "finished_at": func.now(), "error": error, "traceback": traceback}
-    if email_id is not None:
-        values["email_id"] = email_id
-    if detail is not None:
-        values["detail"] = detail
-    await session.execute(update(StageRun).where(StageRun.id == run_id).values(**values))
+    params = {
+        "run_id": run_id,
+        "v_status": status,
+        "v_error": error,
+        "v_traceback": traceback,
+        "v_email_id": email_id,
+        "v_detail": detail,
+    }
+    await execute_core(session, _FINISH, params)
 
 
 async def timeline(session: AsyncSession, *, email_id: int | None, event_id: int | None) -> list[StageRun]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import DateTime, Integer, Text, bindparam, func, select, text, update
+from sqlalchemy import DateTime, Integer, Table, Text, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import WebhookEvent
+from db.uow import execute_core
 
 # States a job may (re)start from. `processed` and `ignored` are final; `dead` and `parked` wait for a replay
 # or for their grant to come back.
@@ -113,12 +115,16 @@ async def start_processing(session: AsyncSession, event_id: int) -> WebhookEvent
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+_EVENTS = cast(Table, WebhookEvent.__table__)
+_MARK_PROCESSED = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id == bindparam("event_id"))
+    .values(status="processed", last_error=None, processed_at=func.now(), updated_at=func.now())
+)
+
+
 async def mark_processed(session: AsyncSession, event_id: int) -> None:
-    await session.execute(
-        update(WebhookEvent)
-        .where(WebhookEvent.id == event_id)
-        .values(status="processed", last_error=None, processed_at=func.now(), updated_at=func.now())
-    )
+    await execute_core(session, _MARK_PROCESSED, {"event_id": event_id})
 
 
 async def mark_attempt_failed(session: AsyncSession, event_id: int, *, error: str, final: bool) -> None:

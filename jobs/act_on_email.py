@@ -1,4 +1,4 @@
-"""Job `act(email_id, force)`: carry out the class's actions through Nylas, each at most once.
+"""The act stage: carry out the class's actions through Nylas, each at most once.
 
 Every action is planned under an idempotency key. Before a call its row is committed as `executing`, so a
 crash leaves "maybe done" behind, never "not tried". Setting state (folders, read, starred) is harmless to repeat;
@@ -23,7 +23,7 @@ from jobs.nylas_client import METADATA_KEY
 from jobs.policy import NOT_REPEATABLE, decide
 
 
-async def act(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:
+async def act_stage(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:
     jc = JobContext.from_ctx(ctx)
     claimed = await email_stages.claim(jc, ctx, email_id, "act", force=force)
     if claimed is None:

@@ -1,4 +1,4 @@
-"""Job `classify(email_id, force)`: run the configured classifier on a stored email, then chain `act`."""
+"""The classify stage: run the configured classifier on a stored email (its job and what follows: jobs/chain.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from jobs.classifier import EmailView
 from jobs.context import JobContext
 
 
-async def classify(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:
+async def classify_stage(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:
     jc = JobContext.from_ctx(ctx)
     claimed = await email_stages.claim(jc, ctx, email_id, "classify", force=force)
     if claimed is None:

@@ -18,7 +18,6 @@ from db.models import Email
 from db.uow import unit_of_work
 from jobs.calls import defer_for
 from jobs.context import JobContext
-from jobs.enqueue import enqueue_stage
 from jobs.errors import Throttled
 from jobs.failures import Verdict, count, finish_failed_run, judge
 
@@ -58,8 +57,6 @@ async def succeed(jc: JobContext, claimed: Claimed, *, to: str, detail: dict[str
         async with unit_of_work(jc.sessionmaker) as session:
             await emails.advance(session, claimed.email.id, to=to, **columns)
             await stage_runs.finish(session, claimed.run_id, status="succeeded", detail=detail)
-    if to in ("classify", "act"):
-        await enqueue_stage(jc.queue, to, claimed.email.id)
     jc.metrics.inc("mailroom_jobs", stage=claimed.stage, outcome="succeeded")
     jc.metrics.observe("mailroom_stage_duration_seconds", time.monotonic() - claimed.started, stage=claimed.stage)
     if to == "done" and claimed.email.first_received_at is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -98,9 +99,17 @@ def stage_job_id(stage: str, email_id: int) -> str:
     return f"{STAGE_JOBS[stage]}:{email_id}"
 
 
-async def enqueue_stage(queue: ArqRedis, stage: str, email_id: int, *, force: bool = False) -> Job | None:
+async def enqueue_stage(
+    queue: ArqRedis, stage: str, email_id: int, *, force: bool = False, defer_ms: int | None = None
+) -> Job | None:
     """Queue the email's next stage; None when that job is already queued or running."""
-    return await queue.enqueue_job(STAGE_JOBS[stage], email_id, force, _job_id=stage_job_id(stage, email_id))
+    return await queue.enqueue_job(
+        STAGE_JOBS[stage],
+        email_id,
+        force,
+        _job_id=stage_job_id(stage, email_id),
+        _defer_by=timedelta(milliseconds=defer_ms) if defer_ms else None,
+    )
 
 
 async def enqueue_sync_grant(

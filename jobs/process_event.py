@@ -1,6 +1,6 @@
 """Job `process_event(event_id)`: one stored notification becomes an email or a grant state. Idempotent.
 
-Then the email's chain goes on: classify, then act (jobs/classify_email.py, jobs/act_on_email.py).
+Then the email's chain goes on: classify, then act (jobs/chain.py).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from db.errors import translate_errors
 from db.models import WebhookEvent
 from db.uow import unit_of_work
 from jobs.calls import defer_for, note_rate_limit
+from jobs.chain import carry_on
 from jobs.context import JobContext
 from jobs.enqueue import (
     PROCESS_EVENT,
     STAGE_JOBS,
-    enqueue_stage,
     enqueue_sync_grant,
     process_event_job_id,
     requeue,
@@ -82,9 +82,10 @@ async def process_event(ctx: dict[str, Any], event_id: int) -> str:
                 job_id=ctx.get("job_id"),
             )
     started = time.monotonic()
+    next_stage: list[tuple[str, int]] = []
     try:
         async with asyncio.timeout(jc.settings.job_timeout * 0.9):
-            outcome = await _apply(jc, claimed, trigger, run_id, fetched=needs_fetch)
+            outcome = await _apply(jc, claimed, trigger, run_id, fetched=needs_fetch, then=next_stage)
     except Exception as exc:
         return await _failed(jc, claimed, run_id, exc, bound)
     jc.metrics.inc("mailroom_jobs", stage="process", outcome="succeeded")
@@ -93,10 +94,15 @@ async def process_event(ctx: dict[str, Any], event_id: int) -> str:
         stored_after = (datetime.now(UTC) - claimed.received_at).total_seconds()
         jc.metrics.observe("mailroom_webhook_to_stored_seconds", stored_after)
     bound.info("event.processed", outcome=outcome)
+    for stage, email_id in next_stage:
+        await carry_on(ctx, stage, email_id, started=started)
     return outcome
 
 
-async def _apply(jc: JobContext, event: WebhookEvent, trigger: Trigger, run_id: int, *, fetched: bool) -> str:
+async def _apply(
+    jc: JobContext, event: WebhookEvent, trigger: Trigger, run_id: int, *, fetched: bool, then: list[tuple[str, int]]
+) -> str:
+    """Carry out the event; the email's next stage, if it has one, is added to `then`."""
     obj: dict[str, Any] = event.payload["data"]["object"]
     if trigger.kind is Kind.GRANT:
         return await _apply_grant(jc, event, trigger, run_id)
@@ -140,7 +146,7 @@ async def _apply(jc: JobContext, event: WebhookEvent, trigger: Trigger, run_id: 
                 detail={"fetched": fetched, "inserted": stored.inserted, "written": stored.written},
             )
     if stored.pipeline_state in ("classify", "act") and not stored.waiting:
-        await enqueue_stage(jc.queue, stored.pipeline_state, stored.email_id)
+        then.append((stored.pipeline_state, stored.email_id))
     return "processed"
 
 

@@ -12,9 +12,8 @@ from arq.worker import Function, func
 
 from db.engine import create_engine, create_sessionmaker
 from jobs import enqueue
-from jobs.act_on_email import act
+from jobs.chain import act, classify
 from jobs.classifier import build_classifier
-from jobs.classify_email import classify
 from jobs.context import CTX_KEY, JobContext
 from jobs.cron import sweep_cron, sync_cron
 from jobs.heartbeat import Heartbeat

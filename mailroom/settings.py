@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=50, gt=0)
     worker_poll_delay: float = Field(default=0.05, gt=0)
     job_timeout: float = Field(default=30.0, gt=0)
+    # Run an email's next stage in the job that finished the one before (see jobs/chain.py); off: a job per stage.
+    chain_inline: bool = True
     # Retry policy, one for every stage; the defaults mirror the Celery guide (3 tries, about a minute apart).
     job_max_tries: int = Field(default=3, gt=0)
     retry_base_delay: float = Field(default=60.0, ge=0)

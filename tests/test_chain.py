@@ -135,3 +135,60 @@ async def test_newsletter_is_labelled_and_marked_read(
     stored = fake_nylas.messages[("grant_1", "msg_1")]
     assert stored["folders"] == ["INBOX", "Newsletters"]
     assert stored["unread"] is False
+
+
+async def job_ids_by_stage(sessionmaker: async_sessionmaker[AsyncSession]) -> list[tuple[str, str, str | None]]:
+    async with sessionmaker() as session:
+        timeline = await stage_runs.timeline(session, email_id=1, event_id=1)
+    return [(run.stage, run.status, run.job_id) for run in timeline]
+
+
+async def test_later_stages_run_inline_in_the_job_that_stored_the_email(
+    api: httpx.AsyncClient, run_worker: Drain, sessionmaker: async_sessionmaker[AsyncSession], fake_nylas: FakeNylas
+) -> None:
+    fake_nylas.add_message(message(subject="URGENT: server down"))
+    await post(api, envelope(message(subject="URGENT: server down")))
+
+    await run_worker()
+
+    assert await job_ids_by_stage(sessionmaker) == [
+        ("process", "succeeded", "process_event:1"),
+        ("classify", "succeeded", "process_event:1"),
+        ("act", "succeeded", "process_event:1"),
+    ]
+
+
+async def test_an_inline_stage_that_must_retry_is_retried_as_its_own_job(
+    api: httpx.AsyncClient, run_worker: Drain, sessionmaker: async_sessionmaker[AsyncSession], fake_nylas: FakeNylas
+) -> None:
+    """Starring answers 503 once: the act try is recorded, and the retry is the `act` job, not the process job again."""
+    fake_nylas.add_message(message(subject="URGENT: server down"))
+    fake_nylas.fail(503, path_contains="/messages/msg_1")
+    await post(api, envelope(message(subject="URGENT: server down")))
+
+    await run_worker()
+
+    assert await job_ids_by_stage(sessionmaker) == [
+        ("process", "succeeded", "process_event:1"),
+        ("classify", "succeeded", "process_event:1"),
+        ("act", "retrying", "process_event:1"),
+        ("act", "succeeded", "act:1"),
+    ]
+    (email,) = await helpers.emails(sessionmaker)
+    assert email.pipeline_state == "done"
+    assert [(a.kind, a.status) for a in await actions_of(sessionmaker)] == [("star", "done"), ("draft_reply", "done")]
+
+
+async def test_without_inline_chaining_each_stage_is_a_job_of_its_own(
+    settings: Settings, api: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], fake_nylas: FakeNylas
+) -> None:
+    fake_nylas.add_message(message(subject="URGENT: server down"))
+    await post(api, envelope(message(subject="URGENT: server down")))
+
+    await drain(settings.model_copy(update={"chain_inline": False}))
+
+    assert await job_ids_by_stage(sessionmaker) == [
+        ("process", "succeeded", "process_event:1"),
+        ("classify", "succeeded", "classify:1"),
+        ("act", "succeeded", "act:1"),
+    ]

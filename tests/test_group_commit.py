@@ -1,4 +1,4 @@
-"""Group commit: concurrent deliveries share transactions and Redis round trips, yet each answer means its row is stored."""
+"""Group commit: concurrent deliveries share transactions and Redis calls; each answer still means "stored"."""
 
 from __future__ import annotations
 
