@@ -6,8 +6,10 @@ It serves stored messages and grants, records every request, and answers with sc
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
+import random
 import socket
 import threading
 import time
@@ -53,10 +55,16 @@ class FakeNylas:
     sent: list[dict[str, Any]] = field(default_factory=list)
     grants: dict[str, dict[str, Any]] = field(default_factory=dict)
     latency: float = 0.0
+    # For benchmarks and soaks: any message asked for exists (made up from its id), this share of requests
+    # answers 503, and requests are not recorded (a long run would keep them all).
+    any_message: bool = False
+    failure_rate: float = 0.0
+    record: bool = True
     requests: list[RecordedRequest] = field(default_factory=list)
     _faults: list[Fault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
+    _random: random.Random = field(default_factory=lambda: random.Random(7))
 
     # --- what tests call -------------------------------------------------------------------------------------
     def add_message(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -81,6 +89,8 @@ class FakeNylas:
             self.requests.clear()
             self._faults.clear()
             self.latency = 0.0
+            self.failure_rate = 0.0
+            self.any_message = False
 
     # --- the HTTP side ---------------------------------------------------------------------------------------
     def app(self) -> Starlette:
@@ -89,17 +99,20 @@ class FakeNylas:
             raw_path = request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0]
             segments = [unquote(s) for s in raw_path.strip("/").split("/")]
             with self._lock:
-                self.requests.append(
-                    RecordedRequest(
-                        request.method,
-                        request.url.path,
-                        request.url.query,
-                        dict(request.headers),
-                        time.monotonic(),
-                        request.client.port if request.client else 0,
+                if self.record:
+                    self.requests.append(
+                        RecordedRequest(
+                            request.method,
+                            request.url.path,
+                            request.url.query,
+                            dict(request.headers),
+                            time.monotonic(),
+                            request.client.port if request.client else 0,
+                        )
                     )
-                )
                 fault = self._take_fault(request.url.path)
+                if fault is None and self.failure_rate and self._random.random() < self.failure_rate:
+                    fault = Fault(status=503)
             if fault and fault.delay:
                 await asyncio.sleep(fault.delay)
             # Re-read while waiting, so a test that lowers the latency releases requests already held.
@@ -147,6 +160,8 @@ class FakeNylas:
             case ["v3", "grants", grant_id, "messages", message_id] if method == "GET":
                 with self._lock:
                     message = self.messages.get((grant_id, message_id))
+                    if message is None and self.any_message:
+                        message = self.messages[(grant_id, message_id)] = made_up_message(grant_id, message_id)
                 if message is None:
                     return _error(404, "api.not_found_error", f"message {message_id} not found")
                 return _data(message)
@@ -183,6 +198,24 @@ class FakeNylas:
         page = found[offset : offset + limit]
         next_cursor = str(offset + limit) if offset + limit < len(found) else None
         return JSONResponse({"request_id": _request_id(), "data": page, "next_cursor": next_cursor})
+
+
+def made_up_message(grant_id: str, message_id: str) -> dict[str, Any]:
+    return {
+        "object": "message",
+        "id": message_id,
+        "grant_id": grant_id,
+        "thread_id": f"t-{message_id}",
+        "subject": f"Message {message_id}",
+        "from": [{"email": "sender@example.com", "name": "Sender"}],
+        "to": [{"email": "me@example.com"}],
+        "date": int(time.time()),
+        "snippet": "A message made up by the fake Nylas",
+        "body": "<p>A message made up by the fake Nylas</p>",
+        "folders": ["INBOX"],
+        "unread": True,
+        "starred": False,
+    }
 
 
 def _request_id() -> str:
@@ -233,3 +266,21 @@ class FakeNylasServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()
+
+
+def main() -> None:
+    """`python -m tests.fake_nylas --port P`: a fake Nylas in a process of its own (benchmarks measure its CPU)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--failure-rate", type=float, default=0.0, help="share of requests answered 503")
+    args = parser.parse_args()
+    fake = FakeNylas(latency=args.latency, any_message=True, failure_rate=args.failure_rate, record=False)
+    config = uvicorn.Config(
+        fake.app(), host="127.0.0.1", port=args.port, log_config=None, access_log=False, lifespan="off", loop="uvloop"
+    )
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()

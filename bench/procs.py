@@ -1,0 +1,101 @@
+"""CPU and memory of processes, read from /proc, and the processes the benchmark starts."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")
+PYTHON = sys.executable
+MAILROOM = str(Path(sys.executable).parent / "mailroom")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def pids_named(*names: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in names:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Group:
+    """Processes counted together (all API processes, say); PostgreSQL's backends come and go, so its group is
+    re-read by name at every reading."""
+
+    name: str
+    pids: list[int] = field(default_factory=list)
+    comm: tuple[str, ...] = ()
+
+    def current(self) -> list[int]:
+        return pids_named(*self.comm) if self.comm else self.pids
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.current())
+
+    def rss(self) -> float:
+        return sum(rss_mb(pid) for pid in self.current())
+
+
+class CpuMeter:
+    """CPU used by each group between `start()` and `stop()`."""
+
+    def __init__(self, groups: list[Group]) -> None:
+        self.groups = groups
+        self._before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._before = {g.name: g.cpu() for g in self.groups}
+
+    def stop(self) -> dict[str, float]:
+        return {g.name: max(0.0, g.cpu() - self._before.get(g.name, 0.0)) for g in self.groups}
+
+
+def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
