@@ -41,6 +41,8 @@ def create_engine(
         # A dead server must fail a request fast (the webhook then answers 503 and Nylas retries).
         pool_timeout=connect_timeout,
         pool_pre_ping=False,
+        # Errors are logged and shown on the dashboard; their bound parameters would carry email content.
+        hide_parameters=True,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
         connect_args={

@@ -3,6 +3,8 @@ unless the caller asks for it with `reveal=true`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +44,7 @@ def mask(value: str | None) -> str | None:
 
 
 def _time(value: str | None) -> datetime | None:
-    if not value:
+    if value is None:
         return None
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -50,13 +52,76 @@ def _time(value: str | None) -> datetime | None:
         raise BadRequest(f"not an ISO 8601 time: {value!r}") from exc
 
 
-def _int(value: str | None, name: str, default: int | None = None) -> int | None:
-    if value is None or value == "":
+MAX_ID = 2**63 - 1  # PostgreSQL's bigint
+UNAVAILABLE = "PostgreSQL is unavailable; try again"
+
+
+@contextmanager
+def database() -> Iterator[None]:
+    """Database failures inside the block answer 503, not 500."""
+    try:
+        with translate_errors():
+            yield
+    except DatabaseError as exc:
+        raise DatabaseUnavailable(UNAVAILABLE) from exc
+
+
+def _int(value: str | None, name: str, default: int | None = None, *, low: int = 1, high: int = MAX_ID) -> int | None:
+    """A parameter, when given, must be an integer in range: a clear 400, never a database error."""
+    if value is None:
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError as exc:
         raise BadRequest(f"{name} must be an integer") from exc
+    if not low <= number <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}")
+    return number
+
+
+def only_known(request: Request, *names: str) -> None:
+    """A misspelt filter (`?stauts=dead`) must not silently widen a listing or a replay: refuse it."""
+    unknown = sorted(set(request.query_params.keys()) - set(names))
+    if unknown:
+        raise BadRequest(f"unknown parameter{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
+    if any("\x00" in value for value in request.query_params.values()):
+        raise BadRequest("parameters must not contain U+0000")
+
+
+def flag(value: str | None, name: str) -> bool:
+    if value is None or value in ("0", "false"):
+        return False
+    if value in ("1", "true"):
+        return True
+    raise BadRequest(f"{name} must be true or false")
+
+
+def _event_id(request: Request) -> int:
+    """An id no event can have (not an integer, or out of bigint's range) is simply not found."""
+    raw = request.path_params["event_id"]
+    try:
+        event_id = int(raw)
+    except ValueError as exc:
+        raise NotFound(f"no event {raw!r}") from exc
+    if not 1 <= event_id <= MAX_ID:
+        raise NotFound(f"no event {event_id}")
+    return event_id
+
+
+def _body_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if key in body and not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string")
+    if value is not None and "\x00" in value:
+        raise BadRequest(f"{key} must not contain U+0000")
+    return value
+
+
+def _body_bool(body: dict[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{key} must be true or false")
+    return value
 
 
 def event_summary(event: WebhookEvent) -> dict[str, Any]:
@@ -111,15 +176,16 @@ def run_view(run: StageRun) -> dict[str, Any]:
 
 async def event_and_email(resources: Resources, event_id: int) -> tuple[WebhookEvent, Email | None]:
     """The event (404 if none) and, for a message notification, the email it is about."""
-    async with resources.sessionmaker() as session:
-        event = await webhook_events.get(session, event_id)
-        if event is None:
-            raise NotFound(f"no event {event_id}")
-        email = (
-            await emails.get(session, grant_id=event.grant_id, message_id=event.object_id)
-            if event.grant_id and event.object_id and event.type.startswith("message.")
-            else None
-        )
+    with database():
+        async with resources.sessionmaker() as session:
+            event = await webhook_events.get(session, event_id)
+            if event is None:
+                raise NotFound(f"no event {event_id}")
+            email = (
+                await emails.get(session, grant_id=event.grant_id, message_id=event.object_id)
+                if event.grant_id and event.object_id and event.type.startswith("message.")
+                else None
+            )
     return event, email
 
 
@@ -140,23 +206,22 @@ async def job_status(request: Request) -> Response:
 async def list_events(request: Request) -> Response:
     resources: Resources = request.state.resources
     q = request.query_params
-    limit = min(_int(q.get("limit"), "limit", 50) or 50, 500)
-    try:
-        with translate_errors():
-            async with resources.sessionmaker() as session:
-                found = await webhook_events.search(
-                    session,
-                    status=q.get("status") or None,
-                    type_prefix=q.get("type") or None,
-                    grant_id=q.get("grant") or None,
-                    since=_time(q.get("since")),
-                    until=_time(q.get("until")),
-                    text=q.get("q") or None,
-                    before_id=_int(q.get("before"), "before"),
-                    limit=limit,
-                )
-    except DatabaseError as exc:
-        raise DatabaseUnavailable() from exc
+    only_known(request, "status", "type", "grant", "q", "since", "until", "before", "limit")
+    limit = _int(q.get("limit"), "limit", 50, high=500) or 50
+    since, until, before = _time(q.get("since")), _time(q.get("until")), _int(q.get("before"), "before")
+    with database():
+        async with resources.sessionmaker() as session:
+            found = await webhook_events.search(
+                session,
+                status=q.get("status") or None,
+                type_prefix=q.get("type") or None,
+                grant_id=q.get("grant") or None,
+                since=since,
+                until=until,
+                text=q.get("q") or None,
+                before_id=before,
+                limit=limit,
+            )
     items = [event_summary(e) for e in found]
     next_before = items[-1]["id"] if len(items) == limit else None
     return JSONResponse({"items": items, "next_before": next_before})
@@ -165,13 +230,14 @@ async def list_events(request: Request) -> Response:
 @admin
 async def event_detail(request: Request) -> Response:
     resources: Resources = request.state.resources
-    event_id = _int(request.path_params["event_id"], "event id")
-    assert event_id is not None
-    reveal = request.query_params.get("reveal") in ("1", "true")
+    only_known(request, "reveal")
+    event_id = _event_id(request)
+    reveal = flag(request.query_params.get("reveal"), "reveal")
     event, email = await event_and_email(resources, event_id)
-    async with resources.sessionmaker() as session:
-        timeline = await stage_runs.timeline(session, email_id=email.id if email else None, event_id=event.id)
-        done = await actions.for_email(session, email.id) if email else []
+    with database():
+        async with resources.sessionmaker() as session:
+            timeline = await stage_runs.timeline(session, email_id=email.id if email else None, event_id=event.id)
+            done = await actions.for_email(session, email.id) if email else []
     body: dict[str, Any] = {
         **event_summary(event),
         "email": email_view(email, reveal=reveal) if email else None,
@@ -190,9 +256,9 @@ async def event_detail(request: Request) -> Response:
 async def replay_event(request: Request) -> Response:
     """Replay one event: its dead process stage, or its email's dead stage; `force=true` re-runs done stages."""
     resources: Resources = request.state.resources
-    event_id = _int(request.path_params["event_id"], "event id")
-    assert event_id is not None
-    force = request.query_params.get("force") in ("1", "true")
+    only_known(request, "force")
+    event_id = _event_id(request)
+    force = flag(request.query_params.get("force"), "force")
     event, email = await event_and_email(resources, event_id)
     if event.status == "dead":
         chosen = ReplayFilter(event_ids=(event.id,))
@@ -200,7 +266,8 @@ async def replay_event(request: Request) -> Response:
         chosen = ReplayFilter(email_ids=(email.id,), force=force)
     else:
         return JSONResponse({"error": "nothing_to_replay", "detail": "the event is not dead"}, status_code=409)
-    found = await replay(resources.sessionmaker, resources.queue, chosen)
+    with database():
+        found = await replay(resources.sessionmaker, resources.queue, chosen)
     replayed = {"events": len(found.event_ids), "email_stages": len(found.emails)}
     if not any(replayed.values()):
         return JSONResponse({"error": "nothing_to_replay", "detail": "nothing dead here (force=true re-runs)"}, 409)
@@ -218,16 +285,17 @@ async def bulk_replay(request: Request) -> Response:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     stage = body.get("stage")
-    if stage not in (None, "process", "classify", "act"):
+    if stage not in (None, "process", "classify", "act") or ("stage" in body and stage is None):
         raise BadRequest("stage must be process, classify or act")
     chosen = ReplayFilter(
         stage=stage,
-        grant_id=body.get("grant") or None,
-        since=_time(body.get("since")),
-        until=_time(body.get("until")),
-        error_contains=body.get("error") or None,
-        force=bool(body.get("force", False)),
+        grant_id=_body_str(body, "grant") or None,
+        since=_time(_body_str(body, "since")),
+        until=_time(_body_str(body, "until")),
+        error_contains=_body_str(body, "error") or None,
+        force=_body_bool(body, "force", False),
     )
-    dry_run = body.get("dry_run", True) is not False
-    found = await replay(resources.sessionmaker, resources.queue, chosen, dry_run=dry_run)
+    dry_run = _body_bool(body, "dry_run", True)
+    with database():
+        found = await replay(resources.sessionmaker, resources.queue, chosen, dry_run=dry_run)
     return JSONResponse({"dry_run": dry_run, "events": len(found.event_ids), "email_stages": len(found.emails)})

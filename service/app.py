@@ -12,7 +12,7 @@ from db.engine import create_engine, create_sessionmaker
 from jobs.enqueue import open_queue
 from mailroom.metrics import Metrics
 from mailroom.settings import Settings
-from service import admin, dashboard, health, nylas_webhook
+from service import admin, dashboard, health, nylas_webhook, openapi
 from service.errors import ServiceError, handle_service_error
 from service.event_writer import EventWriter
 from service.state import AppState, Resources
@@ -56,8 +56,8 @@ def create_app(settings: Settings) -> Starlette:
             await engine.dispose()
 
     routes = [
-        Route("/webhooks/nylas", nylas_webhook.challenge, methods=["GET"]),
-        Route("/webhooks/nylas", nylas_webhook.receive, methods=["POST"]),
+        Route("/webhooks/nylas", nylas_webhook.endpoint, methods=["GET", "POST"]),
+        Route("/openapi.json", openapi.openapi, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/queue", health.queue, methods=["GET"]),

@@ -20,7 +20,7 @@ from db import emails, webhook_events
 from jobs.heartbeat import live_workers
 from jobs.inspect import cron_status
 from service import health
-from service.admin import email_view, event_summary
+from service.admin import database, email_view, event_summary, flag, only_known
 from service.auth import SESSION_COOKIE, admin, session_value
 from service.state import Resources
 
@@ -68,7 +68,8 @@ async def overview(request: Request) -> Response:
     """Everything the page polls, in one answer."""
     resources: Resources = request.state.resources
     settings = resources.settings
-    reveal = request.query_params.get("reveal") in ("1", "true")
+    only_known(request, "reveal")
+    reveal = flag(request.query_params.get("reveal"), "reveal")
     depth = await health.depth(resources)
     workers = await live_workers(resources.queue, settings.queue_name)
     counters, _ = await resources.metrics.read()
@@ -77,12 +78,13 @@ async def overview(request: Request) -> Response:
         "sweep": set(range(60)),
         "sync_recent_emails": set(range(0, 60, settings.sync_interval_minutes)),
     }
-    async with resources.sessionmaker() as session:
-        last_runs = {run["name"]: run for run in await cron_status(session)}
-        dead_events = await webhook_events.dead(session, limit=50)
-        dead_emails = await emails.dead(session, limit=50)
-        dead: list[dict[str, Any]] = [{"kind": "event", **event_summary(e)} for e in dead_events]
-        dead += [{"kind": "email", **email_view(e, reveal=reveal)} for e in dead_emails]
+    with database():
+        async with resources.sessionmaker() as session:
+            last_runs = {run["name"]: run for run in await cron_status(session)}
+            dead_events = await webhook_events.dead(session, limit=50)
+            dead_emails = await emails.dead(session, limit=50)
+    dead: list[dict[str, Any]] = [{"kind": "event", **event_summary(e)} for e in dead_events]
+    dead += [{"kind": "email", **email_view(e, reveal=reveal)} for e in dead_emails]
     succeeded = {
         stage: sum(
             value

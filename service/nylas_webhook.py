@@ -22,6 +22,11 @@ log = structlog.get_logger(__name__)
 JSON = "application/json"
 
 
+async def endpoint(request: Request) -> Response:
+    """One route for both methods, so a 405 names them both in its Allow header."""
+    return await (receive(request) if request.method == "POST" else challenge(request))
+
+
 async def challenge(request: Request) -> Response:
     """Nylas checks a new destination by asking us to echo `challenge`, bare, as text."""
     value = request.query_params.get("challenge")

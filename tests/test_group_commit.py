@@ -75,4 +75,5 @@ async def test_a_row_the_database_refuses_fails_alone(
     assert [getattr(r, "outcome", r) for r in results[:4]] == ["queued"] * 4
     refused = results[4]
     assert isinstance(refused, Exception) and "json" in str(refused).lower()
+    assert "not json" not in str(refused), "bound parameters (email content) stay out of error messages"
     assert sorted(e.notification_id for e in await helpers.events(sessionmaker)) == [f"ok-{n}" for n in range(4)]
