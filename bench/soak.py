@@ -61,6 +61,7 @@ class Options:
     faults: tuple[str, ...] = FAULTS
     fault_every: float = 8.0  # seconds between the start of one fault and the next
     outage: float = 3.0  # how long Redis, PostgreSQL or Nylas stays down
+    max_faults: int | None = None  # stop injecting after this many (None: until the stream has been delivered)
     seed: int = 1
     settle_timeout: float = 240.0
 
@@ -104,7 +105,10 @@ class Report:
         ]
         width = max(len(r[0]) for r in rows)
         lines = [f"  {name:<{width}}  {value}" for name, value in rows]
-        lines.append("  faults: " + ", ".join(f"{f['fault']}@{f['at']:.0f}s" for f in self.faults))
+        lines.append(
+            "  faults (serving again after): "
+            + ", ".join(f"{f['fault']} at {f['at']:.0f}s ({f['serving_again_after_s']:.1f}s)" for f in self.faults)
+        )
         return "\n".join(lines)
 
 
@@ -338,7 +342,7 @@ class Soak:
     async def inject(self, until: asyncio.Event) -> None:
         faults = list(self.o.faults)
         index = 0
-        while not until.is_set() and faults:
+        while not until.is_set() and faults and (self.o.max_faults is None or index < self.o.max_faults):
             try:
                 await asyncio.wait_for(until.wait(), timeout=self.o.fault_every)
                 return
@@ -348,8 +352,27 @@ class Soak:
             index += 1
             at = time.monotonic() - self.began
             await self.fault(name)
+            ended = time.monotonic()
+            # The next fault waits until everything answers again: an API signalled faster than it starts would
+            # never be up at all, which proves nothing.
+            await self.healthy()
             self.last_fault_end = time.monotonic()
-            self.report.faults.append({"fault": name, "at": round(at, 1)})
+            self.report.faults.append(
+                {"fault": name, "at": round(at, 1), "serving_again_after_s": round(time.monotonic() - ended, 2)}
+            )
+
+    async def healthy(self, within: float = 120.0) -> None:
+        """The API answers /readyz (PostgreSQL, Redis and a worker heartbeat all fine)."""
+        deadline = time.monotonic() + within
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                try:
+                    if (await client.get(f"http://127.0.0.1:{self.api_port}/readyz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise TimeoutError("the stack did not become ready again")
 
     async def fault(self, name: str) -> None:
         assert self.postgres is not None

@@ -16,11 +16,12 @@ from typing import Any
 
 import structlog
 from arq import Retry
+from arq.constants import in_progress_key_prefix
 
 from jobs.act_on_email import act_stage
 from jobs.classify_email import classify_stage
 from jobs.context import JobContext
-from jobs.enqueue import enqueue_stage
+from jobs.enqueue import enqueue_stage, stage_job_id
 
 log = structlog.get_logger(__name__)
 Stage = Callable[[dict[str, Any], int, bool], Awaitable[str]]
@@ -56,6 +57,13 @@ async def carry_on(ctx: dict[str, Any], stage: str, email_id: int, *, started: f
         if not jc.settings.chain_inline or time.monotonic() - started > budget:
             await enqueue_stage(jc.queue, stage, email_id)
             return
+        lock = in_progress_key_prefix + stage_job_id(stage, email_id)
+        hold_ms = int((jc.settings.job_timeout + 10) * 1000)
+        if not await jc.queue.set(lock, b"1", px=hold_ms, nx=True):
+            # That stage is running already, as its own job or inline in another (two notifications of one message
+            # arrive together): it carries the chain on. Its key is arq's own in-progress mark for the stage's job,
+            # so neither arq nor another inline run starts the stage beside this one.
+            return
         try:
             outcome = await STAGES[stage](ctx, email_id, False)
         except Retry as retry:
@@ -67,6 +75,8 @@ async def carry_on(ctx: dict[str, Any], stage: str, email_id: int, *, started: f
             log.warning("chain.inline_failed", stage=stage, email_id=email_id, error=f"{type(exc).__name__}: {exc}")
             await enqueue_stage(jc.queue, stage, email_id, defer_ms=int(jc.settings.retry_base_delay * 1000))
             return
+        finally:
+            await jc.queue.delete(lock)
         if outcome != "succeeded":
             return
         stage = NEXT[stage]

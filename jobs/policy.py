@@ -25,10 +25,13 @@ class PlannedAction:
 def decide(config: RulesConfig, *, label: str, grant_id: str, message_id: str, email: EmailView) -> list[PlannedAction]:
     planned = []
     for spec in config.actions.get(label, []):
-        params = spec.model_dump(exclude={"kind"})
+        configured = spec.model_dump(exclude={"kind"})
+        # The key comes from the rule's own parameters, not from the email: a later notification that changes the
+        # subject must not make "reply to this message" a second, different action (the soak found two drafts).
+        digest = hashlib.sha256(orjson.dumps(configured, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        params = configured
         if spec.kind == "draft_reply":
-            params = {"body": render(params.pop("template"), email), "subject": reply_subject(email.subject)}
-        digest = hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+            params = {"body": render(configured["template"], email), "subject": reply_subject(email.subject)}
         key = f"{grant_id}:{message_id}:{spec.kind}:{digest}"
         planned.append(PlannedAction(kind=spec.kind, params=params, idempotency_key=key))
     return planned

@@ -192,3 +192,22 @@ async def test_without_inline_chaining_each_stage_is_a_job_of_its_own(
         ("classify", "succeeded", "classify:1"),
         ("act", "succeeded", "act:1"),
     ]
+
+
+async def test_two_notifications_of_one_message_at_once_draft_one_reply(
+    settings: Settings, api: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], fake_nylas: FakeNylas
+) -> None:
+    """Both jobs reach the act stage together (Nylas is slow); only one may run it."""
+    fake_nylas.add_message(message(subject="URGENT: server down"))
+    fake_nylas.latency = 0.3
+    await post(api, envelope(message(subject="URGENT: server down"), notification_id="first", time=1000))
+    updated = envelope(
+        message(subject="URGENT: server down"), type="message.updated", notification_id="then", time=1001
+    )
+    await post(api, updated)
+
+    await drain(settings)
+
+    assert len(fake_nylas.drafts) == 1
+    (email,) = await helpers.emails(sessionmaker)
+    assert email.pipeline_state == "done"

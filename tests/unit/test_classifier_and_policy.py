@@ -99,6 +99,16 @@ def test_actions_and_their_keys_are_stable_per_message() -> None:
     assert draft["body"].startswith("Hi Ana,")
 
 
+def test_a_message_whose_content_changed_is_still_answered_once() -> None:
+    """message.updated changes the subject between two tries of act: the reply is the same action."""
+    before = view(subject="Urgent thing", **{"from": [{"name": "Ana Lima", "email": "ana@x.com"}]})
+    after = view(subject="Urgent thing (edited)", **{"from": [{"name": "Ana Lima", "email": "ana@x.com"}]})
+    first = decide(SHIPPED, label="urgent", grant_id="g", message_id="m", email=before)
+    again = decide(SHIPPED, label="urgent", grant_id="g", message_id="m", email=after)
+    assert [a.idempotency_key for a in first] == [a.idempotency_key for a in again]
+    assert first[1].params != again[1].params
+
+
 def test_no_actions_for_a_class_without_any() -> None:
     assert decide(SHIPPED, label="personal", grant_id="g", message_id="m", email=view()) == []
 
