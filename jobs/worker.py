@@ -3,12 +3,16 @@ worker's resources."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any, ClassVar
 
+import structlog
 from arq import Worker
 from arq.connections import ArqRedis, RedisSettings
 from arq.cron import CronJob, cron
 from arq.worker import Function, func
+from redis.exceptions import RedisError
 
 from db.engine import create_engine, create_sessionmaker
 from jobs import enqueue
@@ -25,6 +29,8 @@ from jobs.test_task import test_task
 from jobs.throttle import GrantThrottle
 from mailroom.metrics import Metrics
 from mailroom.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 # Our own try counts (in PostgreSQL) decide retries; arq's counter also grows on every deferral for throttling,
 # so its limit is only a backstop.
@@ -174,3 +180,41 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
     }
     options.update(overrides)
     return Worker(**options)
+
+
+class ResilientWorker:
+    """An arq worker that outlives a Redis outage.
+
+    arq's poll loop ends on the first Redis error, which would leave `mailroom worker` exiting (fine under an
+    orchestrator, but every in-flight job is cut off) and `mailroom dev` serving webhooks with no worker at all.
+    This starts a new worker once Redis answers again (arq's own start-up waits for it).
+    """
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        self._settings = settings
+        self._overrides = overrides
+        self._current: Worker | None = None
+        self._closing = False
+        self.restarts = 0
+
+    async def run(self) -> None:
+        while not self._closing:
+            self._current = create_worker(self._settings, **self._overrides)
+            try:
+                await self._current.async_run()
+                return
+            except (RedisError, OSError) as exc:
+                if self._overrides.get("burst") or self._closing:
+                    raise
+                log.warning("worker.redis_lost", error=f"{type(exc).__name__}: {exc}", restart_in_s=1)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._current.close()
+            self.restarts += 1
+            await asyncio.sleep(1)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._current is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._current.close()

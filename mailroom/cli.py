@@ -175,11 +175,11 @@ async def _serve_api(settings: Settings) -> None:
 
 
 async def _run_worker(settings: Settings, *, burst: bool = False) -> None:
-    from jobs.worker import create_worker
+    from jobs.worker import ResilientWorker
 
-    worker = create_worker(settings, burst=burst)
+    worker = ResilientWorker(settings, burst=burst)
     try:
-        await worker.async_run()
+        await worker.run()
     except asyncio.CancelledError:
         pass
     finally:
@@ -190,11 +190,11 @@ async def _dev(settings: Settings) -> None:
     """API and worker in one process: uvicorn owns the signals and the worker stops when it does."""
     import uvicorn
 
-    from jobs.worker import create_worker
+    from jobs.worker import ResilientWorker
     from service.app import create_app
 
-    worker = create_worker(settings, handle_signals=False)
-    worker_task = asyncio.create_task(worker.async_run())
+    worker = ResilientWorker(settings, handle_signals=False)
+    worker_task = asyncio.create_task(worker.run())
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

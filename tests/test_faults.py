@@ -26,3 +26,5 @@ async def test_a_stream_survives(fault: str, tmp_path: Path) -> None:
     assert report.stale_emails == 0
     assert report.double_drafts == 0
     assert report.processed + report.dead == report.stored
+    if fault in ("redis-restart", "postgres-restart", "nylas-errors"):
+        assert report.process_restarts == 0, "API and workers ride out an outage of what they depend on"
