@@ -198,18 +198,19 @@ class ResilientWorker:
         self.restarts = 0
 
     async def run(self) -> None:
+        """Until the worker ends normally or is cancelled; the caller closes it (`close()`) either way."""
         while not self._closing:
-            self._current = create_worker(self._settings, **self._overrides)
+            worker = self._current = create_worker(self._settings, **self._overrides)
             try:
-                await self._current.async_run()
+                await worker.async_run()
                 return
             except (RedisError, OSError) as exc:
                 if self._overrides.get("burst") or self._closing:
                     raise
                 log.warning("worker.redis_lost", error=f"{type(exc).__name__}: {exc}", restart_in_s=1)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await self._current.close()
+            # Its jobs were cancelled with its loop; arq runs them again (or the sweeper finds their work).
+            with contextlib.suppress(RedisError, OSError, RuntimeError):
+                await worker.close()
             self.restarts += 1
             await asyncio.sleep(1)
 

@@ -94,3 +94,60 @@ def test_secrets_never_show_in_settings_repr() -> None:
     shown = repr(settings) + str(settings.model_dump())
     for secret in ("rotate-me-1", "rotate-me-2", "nyk_live_abc", "tok'"):
         assert secret not in shown
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_the_first_readme_command_serves_and_processes_on_embedded_servers(tmp_path: Path) -> None:
+    """`mailroom dev` with no servers configured: its own PostgreSQL and Redis, the API and a worker in one process;
+    a signed webhook becomes an email, and SIGTERM stops it all without an error."""
+    import httpx
+
+    from tests.fake_nylas import API_KEY, FakeNylasServer
+    from tests.notifications import SECRET, encode, envelope, message, truncated
+
+    fake = FakeNylasServer().start()
+    fake.fake.add_message(message(message_id="dev-1", subject="from the dev server"))
+    port = make_settings().port + 1000 + os.getpid() % 1000
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILROOM_")} | {
+        "MAILROOM_DATA_DIR": str(tmp_path / "data"),
+        "MAILROOM_PORT": str(port),
+        "MAILROOM_WEBHOOK_SECRETS": SECRET,
+        "MAILROOM_NYLAS_API_URI": fake.url,
+        "MAILROOM_NYLAS_API_KEY": API_KEY,
+        "MAILROOM_ADMIN_TOKEN": "dev-token",
+    }
+    log = (tmp_path / "dev.log").open("wb")
+    process = await asyncio.create_subprocess_exec(MAILROOM, "dev", env=env, cwd=tmp_path, stdout=log, stderr=log)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            deadline = asyncio.get_running_loop().time() + 120
+            while True:
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert asyncio.get_running_loop().time() < deadline, "mailroom dev never became ready"
+                await asyncio.sleep(0.2)
+            from service.signatures import sign
+
+            body = encode(envelope(truncated(message(message_id="dev-1")), type="message.created.truncated"))
+            answer = await client.post(
+                "/webhooks/nylas", content=body, headers={"x-nylas-signature": sign(SECRET, body)}
+            )
+            assert answer.json()["status"] == "queued"
+            event_id = answer.json()["event_id"]
+            auth = {"Authorization": "Bearer dev-token"}
+            while (await client.get(f"/events/{event_id}", headers=auth)).json()["status"] != "processed":
+                assert asyncio.get_running_loop().time() < deadline, "the event was never processed"
+                await asyncio.sleep(0.1)
+            detail = (await client.get(f"/events/{event_id}", params={"reveal": "true"}, headers=auth)).json()
+            assert detail["email"]["subject"] == "from the dev server"
+    finally:
+        process.terminate()
+        code = await asyncio.wait_for(process.wait(), timeout=60)
+        fake.stop()
+        log.close()
+    assert code == 128 + 15, "stopped by SIGTERM, after a clean shutdown"
+    assert "Traceback" not in (tmp_path / "dev.log").read_text()
