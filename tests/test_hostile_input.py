@@ -120,3 +120,80 @@ async def test_deeply_nested_json_is_400_not_a_crash(
     status, written = await answer_and_writes(client, sessionmaker, body=small_but_deep)
     assert (status, written) == (400, 0)
     assert (await client.get("/healthz")).status_code == 200
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_memory_stays_bounded_under_a_stream_of_hostile_bodies(settings: Settings, tmp_path: Any) -> None:
+    """A real API process: after a warm-up, 1,500 more hostile requests (bombs, deep nesting, oversized and
+    garbage bodies) leave its RSS where it was, within allocator noise."""
+    import asyncio
+    import gzip
+    import random
+    import socket
+    from pathlib import Path
+
+    from service.signatures import sign
+    from tests.notifications import SECRET
+    from tests.test_cli import MAILROOM, cli_env
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = cli_env(settings) | {
+        "MAILROOM_PORT": str(port),
+        "MAILROOM_WEBHOOK_SECRETS": SECRET,
+        "MAILROOM_LOG_LEVEL": "ERROR",
+    }
+    process = await asyncio.create_subprocess_exec(
+        MAILROOM, "api", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    bomb = gzip.compress(b'{"id": "' + b"a" * (20 * 1024 * 1024) + b'"}')
+    deep = b"[" * 100_000 + b"]" * 100_000
+    rng = random.Random(3)
+
+    def hostile(n: int) -> tuple[bytes, dict[str, str]]:
+        kind = n % 5
+        if kind == 0:
+            return bomb, {"content-encoding": "gzip", "x-nylas-signature": sign(SECRET, bomb)}
+        if kind == 1:
+            return deep, {"x-nylas-signature": sign(SECRET, deep)}
+        if kind == 2:
+            body = rng.randbytes(3 * 1024 * 1024)  # over the 2 MiB limit
+            return body, {"x-nylas-signature": "0" * 64}
+        body = rng.randbytes(rng.randint(1, 4096))
+        return body, {"x-nylas-signature": sign(SECRET, body), "content-type": rng.choice(["text/plain", "x/y", ""])}
+
+    def rss_mb() -> float:
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:
+                try:
+                    await client.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.05)
+
+            async def send(n: int) -> int:
+                body, headers = hostile(n)
+                return (await client.post("/webhooks/nylas", content=body, headers=headers)).status_code
+
+            warm = await asyncio.gather(*(send(n) for n in range(300)))
+            before = rss_mb()
+            statuses = []
+            for start in range(300, 1800, 50):
+                statuses += await asyncio.gather(*(send(n) for n in range(start, start + 50)))
+            after = rss_mb()
+        assert process.returncode is None, "the process stayed up"
+    finally:
+        process.terminate()
+        await process.wait()
+    assert set(warm) | set(statuses) <= {400, 401, 413, 422}
+    assert after - before < 25, f"RSS grew from {before:.0f} MB to {after:.0f} MB"
