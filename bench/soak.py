@@ -300,7 +300,12 @@ class Soak:
         if name == "worker-kill" and self.workers:
             self.random.choice(self.workers).send_signal(signal.SIGKILL)
         elif name == "worker-term" and self.workers:
-            self.random.choice(self.workers).send_signal(signal.SIGTERM)
+            victim = self.random.choice(self.workers)
+            victim.send_signal(signal.SIGTERM)
+            try:  # a graceful stop ends the process within the grace (5 s here); it must not carry on
+                await asyncio.to_thread(victim.wait, 20)
+            except subprocess.TimeoutExpired as exc:
+                raise RuntimeError("a worker did not stop within 20 s of SIGTERM") from exc
         elif name == "api-term" and self.api is not None:
             self.api.send_signal(signal.SIGTERM)
         elif name == "redis-restart":

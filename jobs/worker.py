@@ -201,11 +201,13 @@ class ResilientWorker:
         """Until the worker ends normally or is cancelled; the caller closes it (`close()`) either way."""
         while not self._closing:
             worker = self._current = create_worker(self._settings, **self._overrides)
+            worker.on_stop = self._stopped
             try:
                 await worker.async_run()
                 return
             except (RedisError, OSError) as exc:
-                if self._overrides.get("burst") or self._closing:
+                # After SIGTERM (arq stops picking jobs first) an error is part of stopping, not a reason to restart.
+                if self._overrides.get("burst") or self._closing or not worker.allow_pick_jobs:
                     raise
                 log.warning("worker.redis_lost", error=f"{type(exc).__name__}: {exc}", restart_in_s=1)
             # Its jobs were cancelled with its loop; arq runs them again (or the sweeper finds their work).
@@ -213,6 +215,9 @@ class ResilientWorker:
                 await worker.close()
             self.restarts += 1
             await asyncio.sleep(1)
+
+    def _stopped(self, signal: Any) -> None:
+        self._closing = True
 
     async def close(self) -> None:
         self._closing = True
