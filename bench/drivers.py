@@ -127,6 +127,22 @@ end
     )
 
 
+def summarize(driver: str, seconds: float, latencies: list[float], failures: int) -> Ingest:
+    """The figures of a Python-driven run: one latency (ms) per request."""
+    latencies.sort()
+    return Ingest(
+        driver=driver,
+        requests=len(latencies),
+        seconds=round(seconds, 3),
+        req_per_s=len(latencies) / seconds,
+        p50_ms=percentile(latencies, 0.5),
+        p99_ms=percentile(latencies, 0.99),
+        p999_ms=percentile(latencies, 0.999),
+        non_2xx=failures,
+        latencies_ms=latencies,
+    )
+
+
 async def deliver(client: httpx.AsyncClient, body: bytes) -> tuple[bool, float]:
     """POST one signed notification: answered 200?, and how long it took in ms."""
     began = time.perf_counter()
@@ -156,18 +172,7 @@ async def closed_loop(url: str, bodies: list[bytes], concurrency: int) -> Ingest
         began = time.perf_counter()
         await asyncio.gather(*(client_loop() for _ in range(concurrency)))
         seconds = time.perf_counter() - began
-    latencies.sort()
-    return Ingest(
-        driver="python",
-        requests=len(bodies),
-        seconds=round(seconds, 3),
-        req_per_s=len(bodies) / seconds,
-        p50_ms=percentile(latencies, 0.5),
-        p99_ms=percentile(latencies, 0.99),
-        p999_ms=percentile(latencies, 0.999),
-        non_2xx=failures,
-        latencies_ms=latencies,
-    )
+    return summarize("python", seconds, latencies, failures)
 
 
 async def open_loop(url: str, bodies: list[bytes], rate: float) -> tuple[Ingest, dict[str, float]]:
@@ -194,16 +199,4 @@ async def open_loop(url: str, bodies: list[bytes], rate: float) -> tuple[Ingest,
             tasks.append(asyncio.create_task(one(body)))
         await asyncio.gather(*tasks)
         seconds = time.perf_counter() - start
-    latencies.sort()
-    ingest = Ingest(
-        driver="python-open-loop",
-        requests=len(bodies),
-        seconds=round(seconds, 3),
-        req_per_s=len(bodies) / seconds,
-        p50_ms=percentile(latencies, 0.5),
-        p99_ms=percentile(latencies, 0.99),
-        p999_ms=percentile(latencies, 0.999),
-        non_2xx=failures,
-        latencies_ms=latencies,
-    )
-    return ingest, sent_at
+    return summarize("python-open-loop", seconds, latencies, failures), sent_at

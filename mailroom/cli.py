@@ -9,7 +9,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -19,6 +19,9 @@ from pydantic import SecretStr
 from rich.console import Console
 
 from mailroom.settings import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = structlog.get_logger("mailroom")
 Command = Callable[[Settings, argparse.Namespace], int]
@@ -158,7 +161,7 @@ def cmd_job(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if answer["status"] != "not_found" else 1
 
 
-async def _serve_api(settings: Settings) -> None:
+def _api_server(settings: Settings) -> uvicorn.Server:
     import uvicorn
 
     from service.app import create_app
@@ -171,7 +174,11 @@ async def _serve_api(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
-    await uvicorn.Server(config).serve()
+    return uvicorn.Server(config)
+
+
+async def _serve_api(settings: Settings) -> None:
+    await _api_server(settings).serve()
 
 
 async def _run_worker(settings: Settings, *, burst: bool = False) -> None:
@@ -188,23 +195,12 @@ async def _run_worker(settings: Settings, *, burst: bool = False) -> None:
 
 async def _dev(settings: Settings) -> None:
     """API and worker in one process: uvicorn owns the signals and the worker stops when it does."""
-    import uvicorn
-
     from jobs.worker import ResilientWorker
-    from service.app import create_app
 
     worker = ResilientWorker(settings, handle_signals=False)
     worker_task = asyncio.create_task(worker.run())
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-    )
     try:
-        await uvicorn.Server(config).serve()
+        await _api_server(settings).serve()
     finally:
         await worker.close()
         with contextlib.suppress(asyncio.CancelledError):

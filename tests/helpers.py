@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from typing import Any
 
+import httpx
 from arq.connections import ArqRedis
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Email, Grant, WebhookEvent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def until_answering(client: httpx.AsyncClient, path: str, *, within: float, what: str) -> None:
+    """Poll `path` until it answers 200 (a process starting up), with a deadline."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            if (await client.get(path)).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert asyncio.get_running_loop().time() < deadline, f"{what} did not answer {path} within {within}s"
+        await asyncio.sleep(0.05)
 
 
 async def events(sessionmaker: async_sessionmaker[AsyncSession]) -> list[WebhookEvent]:

@@ -3,7 +3,6 @@ no answer is a 5xx, every answer matches the description, and admin routes hold 
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import CheckFunction, not_a_server_error
 
 from service.openapi import SPEC
+from tests import helpers
 from tests.conftest import Servers, make_settings
 from tests.notifications import SECRET, encode, envelope, message
 from tests.test_cli import MAILROOM, cli_env
@@ -37,9 +37,7 @@ class AdminToken:
 @pytest.fixture(scope="module")
 def live_api(database_url: str, servers: Servers) -> Iterator[str]:
     """A real API process on the test database, with a few events stored for the fuzzer to find."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = helpers.free_port()
     settings_ = make_settings(database_url=database_url, redis_url=servers.redis_url)
     env = cli_env(settings_) | {
         "MAILROOM_PORT": str(port),

@@ -13,6 +13,7 @@ from arq.connections import ArqRedis
 
 from mailroom.cli import build_parser
 from mailroom.settings import Settings
+from tests import helpers
 from tests.conftest import make_settings
 
 MAILROOM = str(Path(sys.executable).parent / "mailroom")
@@ -108,7 +109,7 @@ async def test_the_first_readme_command_serves_and_processes_on_embedded_servers
 
     fake = FakeNylasServer().start()
     fake.fake.add_message(message(message_id="dev-1", subject="from the dev server"))
-    port = make_settings().port + 1000 + os.getpid() % 1000
+    port = helpers.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILROOM_")} | {
         "MAILROOM_DATA_DIR": str(tmp_path / "data"),
         "MAILROOM_PORT": str(port),
@@ -121,15 +122,8 @@ async def test_the_first_readme_command_serves_and_processes_on_embedded_servers
     process = await asyncio.create_subprocess_exec(MAILROOM, "dev", env=env, cwd=tmp_path, stdout=log, stderr=log)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            deadline = asyncio.get_running_loop().time() + 120
-            while True:
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert asyncio.get_running_loop().time() < deadline, "mailroom dev never became ready"
-                await asyncio.sleep(0.2)
+            await helpers.until_answering(client, "/readyz", within=120, what="mailroom dev")
+            deadline = asyncio.get_running_loop().time() + 60
             from service.signatures import sign
 
             body = encode(envelope(truncated(message(message_id="dev-1")), type="message.created.truncated"))

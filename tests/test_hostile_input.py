@@ -130,16 +130,13 @@ async def test_memory_stays_bounded_under_a_stream_of_hostile_bodies(settings: S
     import asyncio
     import gzip
     import random
-    import socket
     from pathlib import Path
 
     from service.signatures import sign
     from tests.notifications import SECRET
     from tests.test_cli import MAILROOM, cli_env
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = helpers.free_port()
     env = cli_env(settings) | {
         "MAILROOM_PORT": str(port),
         "MAILROOM_WEBHOOK_SECRETS": SECRET,
@@ -172,14 +169,7 @@ async def test_memory_stays_bounded_under_a_stream_of_hostile_bodies(settings: S
 
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            deadline = asyncio.get_running_loop().time() + 30
-            while True:
-                try:
-                    await client.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    assert asyncio.get_running_loop().time() < deadline
-                    await asyncio.sleep(0.05)
+            await helpers.until_answering(client, "/healthz", within=30, what="the API")
 
             async def send(n: int) -> int:
                 body, headers = hostile(n)

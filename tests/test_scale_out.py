@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,16 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import CronRun, Email, StageRun, WebhookEvent
 from mailroom.settings import Settings
+from tests import helpers
 from tests.notifications import envelope, message, post
 from tests.test_cli import MAILROOM, cli_env
 
 NOTIFICATIONS = int(os.environ.get("SCALE_NOTIFICATIONS", "1000"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def process_env(settings: Settings) -> dict[str, str]:
@@ -74,7 +68,7 @@ async def running(
 async def test_two_apis_three_workers_every_email_once_every_tick_once(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> None:
-    ports = [free_port(), free_port()]
+    ports = [helpers.free_port(), helpers.free_port()]
     env = process_env(settings) | {"PORTS": ",".join(map(str, ports))}
     payloads = [envelope(message(grant_id=f"g{n % 20}", message_id=f"m{n}")) for n in range(NOTIFICATIONS)]
     deliveries = payloads + random.Random(7).sample(payloads, NOTIFICATIONS // 3)

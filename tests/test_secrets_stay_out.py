@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import httpx
 
 from mailroom.settings import Settings
 from service.signatures import sign
+from tests import helpers
 from tests.fake_nylas import API_KEY, FakeNylas
 from tests.notifications import SECRET, encode, envelope, message, truncated
 from tests.test_cli import MAILROOM, cli_env
@@ -26,9 +26,7 @@ async def test_nothing_secret_or_personal_in_logs_errors_or_metrics(
     full = message(message_id="secret-1", subject=SUBJECT, body=BODY) | {"from": [{"email": SENDER}]}
     fake_nylas.add_message(full)
     fake_nylas.fail(503, path_contains="/messages/secret-1")  # a failure: its error is logged and stored
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = helpers.free_port()
     env = cli_env(settings) | {
         "MAILROOM_PORT": str(port),
         "MAILROOM_ADMIN_TOKEN": TOKEN,
@@ -44,17 +42,7 @@ async def test_nothing_secret_or_personal_in_logs_errors_or_metrics(
         try:
             base = f"http://127.0.0.1:{port}"
             async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-
-                async def up() -> bool:
-                    try:
-                        return (await client.get("/healthz")).status_code == 200
-                    except httpx.TransportError:
-                        return False
-
-                deadline = asyncio.get_running_loop().time() + 30
-                while not await up():
-                    assert asyncio.get_running_loop().time() < deadline, "the API did not start"
-                    await asyncio.sleep(0.05)
+                await helpers.until_answering(client, "/healthz", within=30, what="the API")
                 raw = encode(envelope(truncated(full), type="message.created.truncated"))
                 stored = await client.post(
                     "/webhooks/nylas", content=raw, headers={"x-nylas-signature": sign(SECRET, raw)}
