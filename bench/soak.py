@@ -40,8 +40,8 @@ from bench import procs
 from bench.procs import RedisServer
 from bench.soak_report import Report
 from mailroom import migrate
+from mailroom.fake_nylas import API_KEY, FakeNylasServer
 from service.signatures import sign
-from tests.fake_nylas import API_KEY, FakeNylasServer
 from tests.throwaway import ThrowawayPostgres
 
 FAULTS = ("worker-kill", "redis-restart", "api-term", "nylas-errors", "postgres-restart", "worker-term")

@@ -17,7 +17,7 @@ from bench import procs
 from bench.ceilings import wait_http
 from bench.drivers import SECRET
 from mailroom import migrate
-from tests.fake_nylas import API_KEY
+from mailroom.fake_nylas import API_KEY
 
 # Per invocation: a process left over from an interrupted run can never take this run's work.
 DATABASE = f"mailroom_bench_{os.getpid()}"
@@ -77,7 +77,7 @@ class Stack:
 
     async def start_fake_nylas(self) -> None:
         port = procs.free_port()
-        command = [procs.PYTHON, "-m", "tests.fake_nylas", "--port", str(port), "--latency", str(self.latency)]
+        command = [procs.PYTHON, "-m", "mailroom.fake_nylas", "--port", str(port), "--latency", str(self.latency)]
         command += ["--failure-rate", str(self.failure_rate)]
         self.fake = procs.spawn(command, {**os.environ}, self.workdir / "fake_nylas.log")
         self.fake_url = f"http://127.0.0.1:{port}"

@@ -31,10 +31,10 @@ from db.engine import create_engine, create_sessionmaker
 from jobs.enqueue import open_queue
 from jobs.worker import create_worker
 from mailroom import embedded, migrate
+from mailroom.fake_nylas import API_KEY, FakeNylas, FakeNylasServer
 from mailroom.settings import Settings
 from service.app import create_app
 from tests import notifications
-from tests.fake_nylas import API_KEY, FakeNylas, FakeNylasServer
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from db import stage_runs
 from db.models import Action, Email
 from jobs.enqueue import enqueue_stage
 from jobs.nylas_client import METADATA_KEY
+from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
 from tests.conftest import drain
-from tests.fake_nylas import FakeNylas
 from tests.notifications import envelope, message, post
 
 Drain = Callable[[], Awaitable[None]]

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import StageRun
 from jobs.worker import create_worker
+from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
-from tests.fake_nylas import FakeNylas
 from tests.notifications import envelope, message, post, truncated
 from tests.test_cli import MAILROOM, cli_env
 

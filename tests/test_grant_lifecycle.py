@@ -7,10 +7,10 @@ import time
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
 from tests.conftest import drain
-from tests.fake_nylas import FakeNylas
 from tests.notifications import envelope, grant_object, message, post, truncated
 
 

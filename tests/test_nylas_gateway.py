@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from jobs.nylas_client import NylasGateway
-from tests.fake_nylas import API_KEY, FakeNylas, FakeNylasServer
+from mailroom.fake_nylas import API_KEY, FakeNylas, FakeNylasServer
 from tests.notifications import message
 
 

@@ -9,8 +9,8 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from jobs.enqueue import enqueue_process_event
+from mailroom.fake_nylas import API_KEY, FakeNylas
 from tests import helpers
-from tests.fake_nylas import API_KEY, FakeNylas
 from tests.notifications import envelope, grant_object, message, post, truncated
 
 Drain = Callable[[], Awaitable[None]]

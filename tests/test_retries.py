@@ -10,10 +10,10 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import stage_runs
+from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
 from tests.conftest import drain
-from tests.fake_nylas import FakeNylas
 from tests.notifications import envelope, message, post, truncated
 from tests.test_cli import mailroom
 

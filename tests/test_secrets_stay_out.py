@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 
+from mailroom.fake_nylas import API_KEY, FakeNylas
 from mailroom.settings import Settings
 from service.signatures import sign
 from tests import helpers
-from tests.fake_nylas import API_KEY, FakeNylas
 from tests.notifications import SECRET, encode, envelope, message, truncated
 from tests.test_cli import MAILROOM, cli_env
 

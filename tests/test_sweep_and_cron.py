@@ -19,10 +19,10 @@ from jobs.cron import run_once, sweep_cron
 from jobs.sweep import sweep
 from jobs.sync import sync_recent_emails
 from jobs.worker import build_context, close_context, create_worker
+from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
 from tests.conftest import drain
-from tests.fake_nylas import FakeNylas
 from tests.notifications import envelope, message, post
 from tests.test_cli import mailroom
 

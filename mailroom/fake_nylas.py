@@ -1,7 +1,9 @@
 """A fake Nylas v3 API over real HTTP, for the real `nylas` SDK to talk to (checklist: shared/nylas.md §6).
 
 It serves stored messages and grants, records every request, and answers with scripted faults on demand:
-429 with Retry-After, JSON 5xx, an HTML 502, 401, 404, and slow answers.
+429 with Retry-After, JSON 5xx, an HTML 502, 401, 404, and slow answers. The tests and the benchmark use it, and
+so can a newcomer: `mailroom dev --fake-nylas` runs one with a seeded mailbox per demo grant, and its fault switches
+answer over HTTP under `/_fake/` (see README, "Nylas on the laptop").
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 API_KEY = "nyk_test_key"
+DEMO_GRANTS = ("demo-grant-1", "demo-grant-2")
 
 
 @dataclass
@@ -58,6 +61,8 @@ class FakeNylas:
     # For benchmarks and soaks: any message asked for exists (made up from its id), this share of requests
     # answers 503, and requests are not recorded (a long run would keep them all).
     any_message: bool = False
+    # When set, only these grants exist (others answer 404, as Nylas does for a mistyped grant id).
+    known_grants: set[str] | None = None
     failure_rate: float = 0.0
     record: bool = True
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -71,6 +76,29 @@ class FakeNylas:
         with self._lock:
             self.messages[(message["grant_id"], message["id"])] = message
         return message
+
+    def seed(self, grant_id: str, *, now: float | None = None) -> None:
+        """A small mailbox for `grant_id` that exercises the default rules: a newsletter, a notification, an
+        invoice, an urgent request (starred and answered with a draft) and a personal note."""
+        self.known_grants = (self.known_grants or set()) | {grant_id}
+        self.grants[grant_id] = {
+            "id": grant_id,
+            "provider": "google",
+            "grant_status": "valid",
+            "email": "me@example.com",
+        }
+        received = int(now if now is not None else time.time())
+        for number, (sender, subject, extra) in enumerate(_SEED, start=1):
+            message = made_up_message(grant_id, f"{grant_id}-msg-{number}")
+            message.update(
+                subject=subject,
+                date=received - 60 * number,
+                snippet=f"{subject} ({sender['email']})",
+                body=f"<p>{subject}</p>",
+            )
+            message["from"] = [sender]
+            message.update(extra)
+            self.add_message(message)
 
     def fail(self, status: int, **kwargs: Any) -> None:
         with self._lock:
@@ -91,6 +119,7 @@ class FakeNylas:
             self.latency = 0.0
             self.failure_rate = 0.0
             self.any_message = False
+            self.known_grants = None
 
     # --- the HTTP side ---------------------------------------------------------------------------------------
     def app(self) -> Starlette:
@@ -124,9 +153,57 @@ class FakeNylas:
             if fault is not None:
                 return _fault_response(fault)
             body = await request.json() if request.method in ("PUT", "POST") and await request.body() else {}
+            if segments[:2] == ["v3", "grants"] and len(segments) > 2 and not self._grant_exists(segments[2]):
+                return _error(404, "api.not_found_error", f"grant {segments[2]} not found")
             return self._route(request.method, segments, request, body)
 
-        return Starlette(routes=[Route("/{path:path}", dispatch, methods=["GET", "PUT", "POST", "DELETE"])])
+        async def control(request: Request) -> Response:
+            """The fault switches, for a person trying failures by hand (`curl -X POST …/_fake/fail`)."""
+            if request.headers.get("authorization") != f"Bearer {API_KEY}":
+                return _error(401, "api.authentication_error", "Unauthorized")
+            body = await request.json() if await request.body() else {}
+            return self._control(request.path_params["switch"], body)
+
+        return Starlette(
+            routes=[
+                Route("/_fake/{switch}", control, methods=["GET", "POST"]),
+                Route("/{path:path}", dispatch, methods=["GET", "PUT", "POST", "DELETE"]),
+            ]
+        )
+
+    def _grant_exists(self, grant_id: str) -> bool:
+        return self.known_grants is None or grant_id in self.known_grants
+
+    def _control(self, switch: str, body: dict[str, Any]) -> Response:
+        try:
+            match switch:
+                case "fail":
+                    self.fail(int(body["status"]), **{k: v for k, v in body.items() if k != "status"})
+                case "latency":
+                    self.latency = float(body["seconds"])
+                case "failure_rate":
+                    self.failure_rate = float(body["rate"])
+                case "message":
+                    self.add_message({**made_up_message(body["grant_id"], body["id"]), **body})
+                case "reset":
+                    self.reset()
+                case "state":
+                    pass
+                case _:
+                    return _error(404, "api.not_found_error", f"no switch {switch}")
+        except (KeyError, TypeError, ValueError) as exc:
+            return _error(400, "api.invalid_request_error", f"{switch}: {type(exc).__name__}: {exc}")
+        with self._lock:
+            state = {
+                "messages": len(self.messages),
+                "drafts": len(self.drafts),
+                "sent": len(self.sent),
+                "grants": sorted(self.known_grants) if self.known_grants is not None else "any",
+                "latency": self.latency,
+                "failure_rate": self.failure_rate,
+                "faults": [vars(f) for f in self._faults],
+            }
+        return JSONResponse(state)
 
     def _take_fault(self, path: str) -> Fault | None:
         for fault in self._faults:
@@ -200,6 +277,15 @@ class FakeNylas:
         return JSONResponse({"request_id": _request_id(), "data": page, "next_cursor": next_cursor})
 
 
+_SEED: list[tuple[dict[str, str], str, dict[str, Any]]] = [
+    ({"email": "news@substack.com", "name": "Weekly Digest"}, "This week in email", {}),
+    ({"email": "noreply@github.com", "name": "GitHub"}, "A new sign-in to your account", {}),
+    ({"email": "billing@example.net", "name": "Acme Billing"}, "Invoice 2026-118 for November", {}),
+    ({"email": "ana@example.org", "name": "Ana Lima"}, "Urgent: contract needs your signature", {}),
+    ({"email": "bo@example.org", "name": "Bo Chen"}, "Lunch on Friday?", {"unread": False}),
+]
+
+
 def made_up_message(grant_id: str, message_id: str) -> dict[str, Any]:
     return {
         "object": "message",
@@ -242,14 +328,21 @@ def _fault_response(fault: Fault) -> Response:
 class FakeNylasServer:
     """Runs a FakeNylas on 127.0.0.1 in a thread of its own, like a remote API would be."""
 
-    def __init__(self, fake: FakeNylas | None = None) -> None:
+    def __init__(self, fake: FakeNylas | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.fake = fake or FakeNylas()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock.bind((host, port))
         self.port: int = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.fake.app(), log_config=None, access_log=False, lifespan="off")
+        self.url = f"http://{host}:{self.port}"
+        config = uvicorn.Config(
+            self.fake.app(),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            # Kept-alive SDK connections and requests held by `latency` must not keep a stopping fake alive.
+            timeout_graceful_shutdown=1,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
@@ -269,7 +362,7 @@ class FakeNylasServer:
 
 
 def main() -> None:
-    """`python -m tests.fake_nylas --port P`: a fake Nylas in a process of its own (benchmarks measure its CPU)."""
+    """`python -m mailroom.fake_nylas --port P`: a fake Nylas in a process of its own (benchmarks measure its CPU)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
@@ -277,7 +370,14 @@ def main() -> None:
     args = parser.parse_args()
     fake = FakeNylas(latency=args.latency, any_message=True, failure_rate=args.failure_rate, record=False)
     config = uvicorn.Config(
-        fake.app(), host="127.0.0.1", port=args.port, log_config=None, access_log=False, lifespan="off", loop="uvloop"
+        fake.app(),
+        host="127.0.0.1",
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        loop="uvloop",
+        timeout_graceful_shutdown=1,
     )
     uvicorn.Server(config).run()
 
