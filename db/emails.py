@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -235,3 +236,27 @@ async def touch(session: AsyncSession, email_ids: list[int]) -> None:
 async def give_back_try(session: AsyncSession, email_id: int) -> None:
     """A try that only waited for throttle room does not count."""
     await session.execute(update(Email).where(Email.id == email_id).values(stage_attempts=Email.stage_attempts - 1))
+
+
+async def recent(session: AsyncSession, *, limit: int, grant_id: str | None = None) -> tuple[int, list[Email]]:
+    """The newest stored emails (and how many there are in all), for `mailroom inspect emails`."""
+    conditions = [Email.grant_id == grant_id] if grant_id else []
+    total = await session.scalar(select(func.count()).select_from(Email).where(*conditions))
+    stmt = select(Email).where(*conditions).order_by(Email.id.desc()).limit(limit)
+    return int(total or 0), list((await session.execute(stmt)).scalars())
+
+
+async def raw_states(session: AsyncSession, grant_id: str, message_ids: list[str]) -> dict[str, Any]:
+    """The stored Nylas object of each of these messages, by message id (missing ones are absent)."""
+    stmt = select(Email.message_id, Email.raw).where(Email.grant_id == grant_id, Email.message_id.in_(message_ids))
+    return {row[0]: row[1] for row in await session.execute(stmt)}
+
+
+async def count_dead(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(Email).where(Email.dead_at.is_not(None))) or 0)
+
+
+async def pipeline_states(session: AsyncSession, email_ids: Sequence[int]) -> dict[int, str]:
+    """Where each of these emails is in the chain (unknown ids are absent)."""
+    stmt = select(Email.id, Email.pipeline_state).where(Email.id.in_(email_ids))
+    return {row[0]: row[1] for row in await session.execute(stmt)}

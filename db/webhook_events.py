@@ -245,3 +245,14 @@ async def touch_swept(session: AsyncSession, event_ids: list[int]) -> None:
         .where(WebhookEvent.id.in_(event_ids))
         .values(updated_at=func.now(), status=func.coalesce(func.nullif(WebhookEvent.status, "received"), "queued"))
     )
+
+
+async def count_with_status(session: AsyncSession, status: str) -> int:
+    stmt = select(func.count()).select_from(WebhookEvent).where(WebhookEvent.status == status)
+    return int(await session.scalar(stmt) or 0)
+
+
+async def statuses(session: AsyncSession, event_ids: Sequence[int]) -> dict[int, str]:
+    """The status of each of these events (unknown ids are absent): why a replay by id did nothing."""
+    stmt = select(WebhookEvent.id, WebhookEvent.status).where(WebhookEvent.id.in_(event_ids))
+    return {row[0]: row[1] for row in await session.execute(stmt)}

@@ -76,10 +76,24 @@ async def database_counts(session: AsyncSession) -> dict[str, Any]:
     }
 
 
-async def queued_jobs(queue: ArqRedis, queue_name: str, *, scheduled: bool, limit: int = 100) -> list[dict[str, Any]]:
-    """Jobs waiting now (ready) or later (`scheduled`: deferred retries and throttled work), oldest first."""
+def _score_range(scheduled: bool | None) -> tuple[int | str, int | str]:
     now_ms = int(time.time() * 1000)
-    low, high = (now_ms + 1, "+inf") if scheduled else ("-inf", now_ms)
+    if scheduled is None:
+        return "-inf", "+inf"
+    return (now_ms + 1, "+inf") if scheduled else ("-inf", now_ms)
+
+
+async def queued_count(queue: ArqRedis, queue_name: str, *, scheduled: bool | None) -> int:
+    low, high = _score_range(scheduled)
+    return int(await queue.zcount(queue_name, low, high))
+
+
+async def queued_jobs(
+    queue: ArqRedis, queue_name: str, *, scheduled: bool | None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Jobs waiting now (ready), later (`scheduled`: deferred retries and throttled work) or either (None), oldest
+    first."""
+    low, high = _score_range(scheduled)
     entries = await queue.zrangebyscore(queue_name, low, high, start=0, num=limit, withscores=True)
     jobs = []
     for raw_id, score in entries:

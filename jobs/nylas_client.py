@@ -58,6 +58,12 @@ class NylasGateway:
         self._client = Client(api_key=api_key, api_uri=api_uri.rstrip("/"), timeout=timeout)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nylas")
 
+    async def find_grant(self, grant_id: str) -> dict[str, Any]:
+        def call() -> dict[str, Any]:
+            return self._client.grants.find(grant_id=grant_id).data.to_dict()  # type: ignore[no-any-return]
+
+        return await self._run(call)
+
     async def find_message(self, grant_id: str, message_id: str) -> dict[str, Any]:
         def call() -> dict[str, Any]:
             response = self._client.messages.find(identifier=grant_id, message_id=message_id)

@@ -25,6 +25,12 @@ class ReplayFilter:
     email_ids: tuple[int, ...] = ()
     # Also run stages that succeeded (e.g. classify again after changing the rules); emails only.
     force: bool = False
+    # Events an operator purged from the queue, instead of dead ones. Named by id, either kind is brought back.
+    purged: bool = False
+
+    def __post_init__(self) -> None:
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ValueError(f"since ({self.since.isoformat()}) must be before until ({self.until.isoformat()})")
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,11 @@ class ReplayPlan:
 
 
 def _event_query(f: ReplayFilter) -> Select[int]:
-    conditions: list[ColumnElement[bool]] = [WebhookEvent.status == "dead"]
+    if f.event_ids:
+        statuses: tuple[str, ...] = ("dead", "purged")
+    else:
+        statuses = ("purged",) if f.purged else ("dead",)
+    conditions: list[ColumnElement[bool]] = [WebhookEvent.status.in_(statuses)]
     if f.event_ids:
         conditions.append(WebhookEvent.id.in_(f.event_ids))
     if f.grant_id:
@@ -73,7 +83,7 @@ async def plan(session: AsyncSession, f: ReplayFilter) -> ReplayPlan:
     emails: list[tuple[int, str]] = []
     if f.stage in (None, "process") and not f.email_ids and not f.force:
         event_ids = list((await session.execute(_event_query(f))).scalars())
-    if f.stage != "process" and not f.event_ids:
+    if f.stage != "process" and not f.event_ids and not f.purged:
         emails = [(row[0], row[1]) for row in await session.execute(_email_query(f))]
         if f.force:
             stage = f.stage if f.stage in ("classify", "act") else "classify"

@@ -76,23 +76,27 @@ async def _store_page(jc: JobContext, progress: SyncProgress, messages: list[dic
     with translate_errors():
         async with unit_of_work(jc.sessionmaker) as session:
             await grants.ensure(session, progress.grant_id)
+            listed_ids = [m["id"] for m in messages if isinstance(m.get("id"), str) and m["id"]]
+            # What we hold already: a message listed again unchanged is not counted as updated.
+            before = await emails.raw_states(session, progress.grant_id, listed_ids) if listed_ids else {}
             for message in messages:
                 message_id = message.get("id")
                 if not isinstance(message_id, str) or not message_id:
                     continue
+                columns = email_columns({**message, "grant_id": progress.grant_id})
                 # The listing is the state as of when it started; a later notification still wins.
                 stored = await emails.upsert(
                     session,
                     grant_id=progress.grant_id,
                     message_id=message_id,
                     state_at=progress.started,
-                    columns=email_columns({**message, "grant_id": progress.grant_id}),
+                    columns=columns,
                 )
                 progress.listed += 1
                 if stored.inserted:
                     progress.new += 1
                     progress.new_ids.append(stored.email_id)
-                elif stored.written:
+                elif stored.written and before.get(message_id) != columns["raw"]:
                     progress.updated += 1
                 if stored.pipeline_state in ("classify", "act") and not stored.waiting:
                     chained.append((stored.pipeline_state, stored.email_id))

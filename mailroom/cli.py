@@ -5,34 +5,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import secrets
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import structlog
 import uvloop
 from arq.jobs import Job
-from pydantic import SecretStr
+from pydantic import ValidationError
 from rich.console import Console
 
+from mailroom import dev_run
+from mailroom.problems import CommandError, explain, redacted, settings_error
 from mailroom.settings import Settings
-
-if TYPE_CHECKING:
-    import uvicorn
 
 log = structlog.get_logger("mailroom")
 Command = Callable[[Settings, argparse.Namespace], int]
 AsyncCommand = Callable[[Settings, argparse.Namespace, Console], Coroutine[Any, Any, int]]
 out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Commands that run until stopped: their start-up log lines are what an operator wants to see. The others print
+# their answer and nothing else unless -v.
+LONG_RUNNING = frozenset({"dev", "api", "worker", "migrate", "fake-nylas"})
 
 
 @contextlib.contextmanager
 def resolved(settings: Settings, *, need_database: bool = True, need_redis: bool = True) -> Iterator[Settings]:
-    """Settings with both URLs filled in: the configured servers, or the embedded ones started for this run."""
-    from db.engine import redacted
+    """Settings with both URLs filled in: the configured servers, or the embedded ones started for this run.
+
+    A mistake a person can fix (a database that does not exist, Redis not running) leaves as a CommandError.
+    """
     from mailroom import embedded
 
     servers = embedded.start(
@@ -40,6 +45,7 @@ def resolved(settings: Settings, *, need_database: bool = True, need_redis: bool
         postgres=need_database and settings.database_url is None,
         redis=need_redis and settings.redis_url is None,
     )
+    final = settings
     try:
         update = {k: v for k, v in (("database_url", servers.database_url), ("redis_url", servers.redis_url)) if v}
         final = settings.model_copy(update=update)
@@ -49,9 +55,30 @@ def resolved(settings: Settings, *, need_database: bool = True, need_redis: bool
         if need_redis and final.redis_url:
             where = "embedded, data in " + str(settings.data_dir) if servers.redis_url else "configured"
             log.info("mailroom.redis", url=redacted(final.redis_url), source=where)
+        final = _with_dev_fake_nylas(final)
         yield final
+    except Exception as exc:
+        message = explain(exc, database_url=final.database_url, redis_url=final.redis_url)
+        if message is None or isinstance(exc, CommandError):
+            raise
+        raise CommandError(message) from exc
     finally:
         servers.close()
+
+
+def _with_dev_fake_nylas(settings: Settings) -> Settings:
+    """With no Nylas key configured, a command beside `mailroom dev --fake-nylas` talks to dev's fake Nylas."""
+    if settings.nylas_api_key.get_secret_value():
+        return settings
+    dev = dev_run.read(settings.data_dir)
+    if dev is None or dev.fake_nylas_url is None or dev.fake_nylas_key is None:
+        return settings
+    from pydantic import SecretStr
+
+    log.info("mailroom.fake_nylas", url=dev.fake_nylas_url, source="mailroom dev --fake-nylas")
+    return settings.model_copy(
+        update={"nylas_api_uri": dev.fake_nylas_url, "nylas_api_key": SecretStr(dev.fake_nylas_key)}
+    )
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -71,9 +98,21 @@ def run_service(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
+def warn_without_webhook_secret(settings: Settings) -> None:
+    if not settings.webhook_secrets:
+        err.print(
+            "[bold yellow]warning:[/] MAILROOM_WEBHOOK_SECRETS is not set: every webhook delivery will be refused "
+            "(503) and /readyz reports not ready. Set it to the secret Nylas gave for this destination."
+        )
+        log.warning("mailroom.no_webhook_secret")
+
+
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    from mailroom.api_server import api_server
+
+    warn_without_webhook_secret(settings)
     with resolved(settings) as final:
-        run_service(_serve_api(final))
+        run_service(api_server(final).serve())
     return 0
 
 
@@ -84,22 +123,35 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    from mailroom import migrate
+    from mailroom import dev, migrate
 
-    with resolved(settings) as final:
-        assert final.database_url is not None
-        migrate.upgrade(final.database_url)
-        if not final.webhook_secrets:
-            log.warning("mailroom.no_webhook_secret", hint="set MAILROOM_WEBHOOK_SECRETS; every POST answers 503")
-        if not final.admin_token.get_secret_value():
-            # Development only: a token for this run, shown on stdout (never in the logs).
-            final = final.model_copy(update={"admin_token": SecretStr(secrets.token_urlsafe(16))})
-            out.print(
-                f"dashboard: http://{final.host}:{final.port}/dashboard  admin token for this run: "
-                f"{final.admin_token.get_secret_value()}  (set MAILROOM_ADMIN_TOKEN to choose one)"
+    run = dev_run.DevRun(settings.data_dir)
+    try:
+        run.claim()
+    except dev_run.AlreadyRunning as exc:
+        raise CommandError(str(exc)) from None
+    fake = dev.start_fake_nylas() if args.fake_nylas else None
+    try:
+        with resolved(settings) as final:
+            assert final.database_url is not None
+            migrate.wait_for_database(final.database_url, seconds=final.startup_wait_seconds)
+            migrate.upgrade(final.database_url)
+            final, notes = dev.prepare(final, fake=fake)
+            run.publish(
+                dev_run.DevInfo(
+                    pid=os.getpid(),
+                    api_url=f"http://{final.host}:{final.port}",
+                    webhook_secret=final.webhook_secrets[0].get_secret_value(),
+                    fake_nylas_url=fake.url if fake else None,
+                    fake_nylas_key=final.nylas_api_key.get_secret_value() if fake else None,
+                )
             )
-        log.info("mailroom.dev", url=f"http://{final.host}:{final.port}/webhooks/nylas")
-        run_service(_dev(final))
+            token_chosen = bool(settings.admin_token.get_secret_value())
+            run_service(dev.serve(final, dev.banner(final, token_chosen=token_chosen, fake=fake, notes=notes), out))
+    finally:
+        run.release()
+        if fake is not None:
+            fake.stop()
     return 0
 
 
@@ -161,26 +213,6 @@ def cmd_job(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if answer["status"] != "not_found" else 1
 
 
-def _api_server(settings: Settings) -> uvicorn.Server:
-    import uvicorn
-
-    from service.app import create_app
-
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-    )
-    return uvicorn.Server(config)
-
-
-async def _serve_api(settings: Settings) -> None:
-    await _api_server(settings).serve()
-
-
 async def _run_worker(settings: Settings, *, burst: bool = False) -> None:
     from jobs.worker import ResilientWorker
 
@@ -193,63 +225,108 @@ async def _run_worker(settings: Settings, *, burst: bool = False) -> None:
         await worker.close()
 
 
-async def _dev(settings: Settings) -> None:
-    """API and worker in one process: uvicorn owns the signals and the worker stops when it does."""
-    from jobs.worker import ResilientWorker
-
-    worker = ResilientWorker(settings, handle_signals=False)
-    worker_task = asyncio.create_task(worker.run())
-    try:
-        await _api_server(settings).serve()
-    finally:
-        await worker.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker_task
+def _common_options(*, top: bool) -> argparse.ArgumentParser:
+    """-v and --debug, accepted before or after the command name (`mailroom -v stats`, `mailroom stats -v`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    default = False if top else argparse.SUPPRESS
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="show log lines (on stderr) for every command"
+    )
+    common.add_argument(
+        "--debug", action="store_true", default=default, help="DEBUG logs, and the full traceback of any error"
+    )
+    return common
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailroom",
         description="Nylas webhooks in, stored email out. Configured by MAILROOM_* environment variables (see README).",
+        parents=[_common_options(top=True)],
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_options(top=False)
 
-    dev = commands.add_parser("dev", help="migrate, then run the API and a worker in one process")
-    dev.set_defaults(run=cmd_dev)
-    api = commands.add_parser("api", help="run the HTTP API (webhooks, health)")
-    api.set_defaults(run=cmd_api)
-    worker = commands.add_parser("worker", help="run an arq worker")
+    def command(name: str, help: str, run: Command, description: str | None = None) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=description or help, parents=[common])
+        sub.set_defaults(run=run)
+        return sub
+
+    from mailroom import dev, inspect_cli, ops, sample_webhook
+
+    dev_parser = command(
+        "dev",
+        "migrate, then run the API and a worker in one process (the embedded servers when none are configured)",
+        cmd_dev,
+        "Run everything for development: migrate, then the API and a worker in one process. With no "
+        "MAILROOM_DATABASE_URL / MAILROOM_REDIS_URL it starts its own PostgreSQL and Redis under MAILROOM_DATA_DIR "
+        "(./.mailroom). Prints the dashboard URL and an admin token once the API answers.",
+    )
+    dev.add_dev_arguments(dev_parser)
+    command(
+        "api",
+        "run the HTTP API: webhooks, health, queue depth, metrics, the admin API and the dashboard",
+        cmd_api,
+    )
+    worker = command("worker", "run a worker that takes jobs from the queue until stopped", cmd_worker)
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
-    worker.set_defaults(run=cmd_worker)
-    mig = commands.add_parser("migrate", help="apply database migrations")
+    mig = command("migrate", "apply database migrations (waits for PostgreSQL to answer first)", cmd_migrate)
     mig.add_argument("revision", nargs="?", default="head", help="target revision (default: head)")
-    mig.set_defaults(run=cmd_migrate)
-    from mailroom import ops
-
-    sync = commands.add_parser("sync", help="sync one grant's recent messages now, in the foreground")
+    sync = command("sync", "sync one grant's recent messages now, in the foreground", on_servers(ops.run_sync))
     ops.add_sync_arguments(sync)
-    sync.set_defaults(run=on_servers(ops.run_sync))
-    rep = commands.add_parser("replay", help="send dead letters (or, with --force, done stages) back to work")
+    rep = command(
+        "replay", "send dead letters (or, with --force, done stages) back to work", on_servers(ops.run_replay)
+    )
     ops.add_replay_arguments(rep)
-    rep.set_defaults(run=on_servers(ops.run_replay))
-    from mailroom import inspect_cli
-
-    ins = commands.add_parser("inspect", help="what is active, scheduled, queued, which workers live, what is dead")
+    ins = command(
+        "inspect",
+        "what is active, scheduled, queued, which workers live, what is dead, or the stored emails",
+        on_servers(inspect_cli.run_inspect),
+    )
     inspect_cli.add_inspect_arguments(ins)
-    ins.set_defaults(run=on_servers(inspect_cli.run_inspect))
-    stats = commands.add_parser("stats", help="queue depth and open work at a glance")
+    stats = command("stats", "queue depth and open work at a glance", on_servers(inspect_cli.run_stats))
     inspect_cli.add_stats_arguments(stats)
-    stats.set_defaults(run=on_servers(inspect_cli.run_stats))
-    purge = commands.add_parser("purge", help="empty the queue (asks first unless --yes)")
+    purge = command(
+        "purge",
+        "empty the queue; the events whose jobs are dropped are marked purged (asks first unless --yes)",
+        on_servers(inspect_cli.run_purge),
+    )
     inspect_cli.add_purge_arguments(purge)
-    purge.set_defaults(run=on_servers(inspect_cli.run_purge))
-    enq = commands.add_parser("enqueue-test", help="enqueue the test task and print its job id")
+    enq = command("enqueue-test", "enqueue the test task and print its job id", cmd_enqueue_test)
     enq.add_argument("message", help="text the task returns")
-    enq.set_defaults(run=cmd_enqueue_test)
-    job = commands.add_parser("job", help="print a job's status and result as JSON")
-    job.add_argument("job_id")
-    job.set_defaults(run=cmd_job)
+    job = command("job", "print a job's status and result as JSON (exit 1 when no such job)", cmd_job)
+    job.add_argument("job_id", help="the id `enqueue-test` printed, or any job id from `inspect`")
+    send = command(
+        "send-test-webhook",
+        "post one signed notification to a running mailroom, as Nylas would",
+        sample_webhook.run,
+        sample_webhook.__doc__,
+    )
+    sample_webhook.add_arguments(send)
+    fake = command(
+        "fake-nylas",
+        "run the fake Nylas API on its own (what `dev --fake-nylas` runs inside dev)",
+        cmd_fake_nylas,
+    )
+    fake.add_argument("--port", type=int, default=8001, help="port on 127.0.0.1 (default: 8001)")
     return parser
+
+
+def cmd_fake_nylas(settings: Settings, args: argparse.Namespace) -> int:
+    from mailroom import dev
+    from mailroom.fake_nylas import API_KEY
+
+    server = dev.start_fake_nylas(port=args.port)
+    out.print(
+        f"fake Nylas at {server.url}: MAILROOM_NYLAS_API_URI={server.url} MAILROOM_NYLAS_API_KEY={API_KEY}; "
+        f"fault switches: POST {server.url}/_fake/fail (README, Nylas on the laptop). Ctrl-C stops it."
+    )
+    try:
+        while True:  # until Ctrl-C (KeyboardInterrupt) or SIGTERM (SystemExit, from _exit_on_sigterm)
+            signal.pause()
+    finally:
+        server.stop()
+    return 0
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -263,12 +340,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     # uvicorn re-raises the SIGTERM it handled once it has shut down; as an exception it unwinds through our
     # `finally` blocks (worker close, embedded servers stop) instead of killing the process on the spot.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        err.print(f"mailroom: {settings_error(exc)}", markup=False)
+        return 2
+    debug = args.debug or settings.log_level.upper() == "DEBUG"
+    level = "DEBUG" if args.debug else settings.log_level
+    if args.command not in LONG_RUNNING and not args.verbose and not debug:
+        level = "WARNING"
+    configure_logging(level, settings.log_format)
     try:
         return int(args.run(settings, args))
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = explain(exc)
+        if message is None:
+            raise
+        if debug:
+            err.print_exception()
+        err.print(f"mailroom: {message}", markup=False)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

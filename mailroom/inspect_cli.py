@@ -13,6 +13,7 @@ import orjson
 from arq.connections import ArqRedis
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import emails, webhook_events
@@ -20,7 +21,7 @@ from db.engine import create_engine, create_sessionmaker
 from db.uow import unit_of_work
 from jobs.enqueue import open_queue
 from jobs.heartbeat import live_workers
-from jobs.inspect import database_counts, queued_jobs, redis_depth
+from jobs.inspect import database_counts, queued_count, queued_jobs, redis_depth
 from mailroom.settings import Settings
 
 
@@ -39,74 +40,131 @@ async def connections(
         await engine.dispose()
 
 
+def positive(value: str) -> int:
+    """argparse type: a whole number from 1 on (a negative --limit must be a usage error, not a traceback)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} is not 1 or more")
+    return number
+
+
+INSPECT_WHAT = {
+    "active": "jobs running now, on which worker",
+    "scheduled": "jobs waiting for a later time (retries, throttled work)",
+    "queued": "jobs ready to run now",
+    "workers": "workers alive (a heartbeat in the last 15 s)",
+    "dead": "dead letters: events and email stages out of tries, with when they died",
+    "emails": "the newest stored emails",
+}
+
+
 def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=["active", "scheduled", "queued", "workers", "dead"])
+    parser.add_argument(
+        "what",
+        choices=list(INSPECT_WHAT),
+        help="; ".join(f"{name}: {meaning}" for name, meaning in INSPECT_WHAT.items()),
+    )
     parser.add_argument("--json", action="store_true", help="JSON instead of a table")
-    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--limit", type=positive, default=100, help="show at most this many rows (default: 100)")
+    parser.add_argument("--grant", help="emails: only this grant's")
 
 
 def add_purge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--yes", action="store_true", help="do not ask")
+    parser.add_argument("--dry-run", action="store_true", help="list the jobs it would remove, remove nothing")
 
 
 def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="JSON instead of tables")
 
 
-def _show(out: Console, rows: list[dict[str, Any]], *, as_json: bool, title: str) -> None:
+def _show(out: Console, rows: list[dict[str, Any]], *, as_json: bool, title: str, total: int | None = None) -> None:
     if as_json:
         out.print(orjson.dumps(rows, default=str, option=orjson.OPT_INDENT_2).decode(), markup=False)
         return
-    table = Table(title=f"{title} ({len(rows)})")
+    total = len(rows) if total is None else total
+    table = Table(title=f"{title} ({total})" if total == len(rows) else f"{title} ({len(rows)} shown of {total})")
     columns = list(rows[0]) if rows else ["(none)"]
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
+        # Text, not str: a stored value such as a grant id "[/bold]" is data, never Rich markup.
+        table.add_row(*(Text(_cell(row.get(c))) for c in columns))
     out.print(table)
 
 
 def _cell(value: object) -> str:
     if isinstance(value, float) and value > 1e9:
         return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
     return "" if value is None else str(value)
+
+
+async def _rows(
+    settings: Settings, args: argparse.Namespace, queue: ArqRedis, sessionmaker: async_sessionmaker[AsyncSession]
+) -> tuple[list[dict[str, Any]], int]:
+    """The rows to show (at most --limit) and how many there are in all."""
+    if args.what in ("queued", "scheduled"):
+        scheduled = args.what == "scheduled"
+        rows = await queued_jobs(queue, settings.queue_name, scheduled=scheduled, limit=args.limit)
+        return rows, await queued_count(queue, settings.queue_name, scheduled=scheduled)
+    if args.what == "workers":
+        workers = await live_workers(queue, settings.queue_name)
+        rows = [
+            {"worker": w["name"], "concurrency": w["concurrency"], "running": len(w["jobs"]), "since": w["started_at"]}
+            for w in workers
+        ]
+        return rows[: args.limit], len(rows)
+    if args.what == "active":
+        workers = await live_workers(queue, settings.queue_name)
+        rows = [
+            {"job_id": j["job_id"], "worker": w["name"], "started_at": j["started_at"]}
+            for w in workers
+            for j in w["jobs"]
+        ]
+        return rows[: args.limit], len(rows)
+    async with sessionmaker() as session:
+        if args.what == "emails":
+            total, found = await emails.recent(session, limit=args.limit, grant_id=args.grant)
+            return [
+                {
+                    "id": m.id,
+                    "grant": m.grant_id,
+                    "message": m.message_id,
+                    "from": m.from_email,
+                    "subject": m.subject,
+                    "class": m.classification,
+                    "state": m.pipeline_state,
+                }
+                for m in found
+            ], total
+        events = await webhook_events.dead(session, limit=args.limit)
+        dead_emails = await emails.dead(session, limit=args.limit)
+        total = await webhook_events.count_with_status(session, "dead") + await emails.count_dead(session)
+    rows = [
+        {"stage": "process", "id": f"event {e.id}", "grant": e.grant_id, "died_at": e.updated_at, "error": e.last_error}
+        for e in events
+    ] + [
+        {
+            "stage": m.pipeline_state,
+            "id": f"email {m.id}",
+            "grant": m.grant_id,
+            "died_at": m.dead_at,
+            "error": m.last_error,
+        }
+        for m in dead_emails
+    ]
+    return rows[: args.limit], total
 
 
 async def run_inspect(settings: Settings, args: argparse.Namespace, out: Console) -> int:
     async with connections(settings, "inspect") as (queue, sessionmaker):
-        rows: list[dict[str, Any]]
-        if args.what in ("queued", "scheduled"):
-            rows = await queued_jobs(queue, settings.queue_name, scheduled=args.what == "scheduled", limit=args.limit)
-        elif args.what in ("active", "workers"):
-            workers = await live_workers(queue, settings.queue_name)
-            if args.what == "workers":
-                rows = [
-                    {
-                        "worker": w["name"],
-                        "concurrency": w["concurrency"],
-                        "running": len(w["jobs"]),
-                        "since": w["started_at"],
-                    }
-                    for w in workers
-                ]
-            else:
-                rows = [
-                    {"job_id": j["job_id"], "worker": w["name"], "started_at": j["started_at"]}
-                    for w in workers
-                    for j in w["jobs"]
-                ]
-        else:
-            async with sessionmaker() as session:
-                events = await webhook_events.dead(session, limit=args.limit)
-                dead_emails = await emails.dead(session, limit=args.limit)
-                rows = [
-                    {"stage": "process", "id": f"event {e.id}", "grant": e.grant_id, "error": e.last_error}
-                    for e in events
-                ] + [
-                    {"stage": m.pipeline_state, "id": f"email {m.id}", "grant": m.grant_id, "error": m.last_error}
-                    for m in dead_emails
-                ]
-        _show(out, rows, as_json=args.json, title=args.what)
+        rows, total = await _rows(settings, args, queue, sessionmaker)
+    _show(out, rows, as_json=args.json, title=args.what, total=total)
     return 0
 
 
@@ -146,6 +204,11 @@ async def run_purge(settings: Settings, args: argparse.Namespace, out: Console) 
         out.print(f"{len(job_ids)} jobs in {settings.queue_name}, {len(event_ids)} of them for webhook events")
         if not job_ids:
             return 0
+        if args.dry_run:
+            rows = await queued_jobs(queue, settings.queue_name, scheduled=None, limit=len(job_ids))
+            _show(out, rows, as_json=False, title="would purge")
+            out.print("dry run: nothing purged")
+            return 0
         answer = "yes" if args.yes else await asyncio.to_thread(input, "purge them? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             out.print("nothing purged")
@@ -156,5 +219,8 @@ async def run_purge(settings: Settings, args: argparse.Namespace, out: Console) 
             pipe.zrem(settings.queue_name, *job_ids)
             pipe.delete(*[f"arq:job:{j}" for j in job_ids])
             await pipe.execute()
-        out.print(f"purged {len(job_ids)} jobs; {purged} events marked purged")
+        out.print(
+            f"purged {len(job_ids)} jobs; {purged} events marked purged "
+            "(bring one back with `mailroom replay --event ID`, all with `mailroom replay --purged`)"
+        )
     return 0

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
 from db.engine import create_engine
+from mailroom.problems import CommandError, explain, redacted
 
 log = structlog.get_logger(__name__)
 
@@ -46,9 +47,16 @@ def wait_for_database(database_url: str, *, seconds: float) -> None:
             asyncio.run(attempt())
             return
         except (SQLAlchemyError, OSError) as exc:
+            told = explain(exc, database_url=database_url)
+            if told is not None and not told.startswith("PostgreSQL is not reachable"):
+                # A missing database or a refused login does not heal by waiting.
+                raise CommandError(told) from exc
             if time.monotonic() >= deadline:
-                raise RuntimeError(f"PostgreSQL not reachable after {seconds:.0f} s: {exc}") from exc
-            log.info("mailroom.waiting_for_database", error=type(exc).__name__)
+                raise CommandError(
+                    f"PostgreSQL is not reachable at {redacted(database_url)} after {seconds:.0f} s of trying "
+                    f"(MAILROOM_STARTUP_WAIT_SECONDS): {type(exc).__name__}"
+                ) from exc
+            log.warning("mailroom.waiting_for_database", url=redacted(database_url), error=type(exc).__name__)
             time.sleep(1.0)
 
 

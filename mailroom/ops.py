@@ -9,12 +9,15 @@ from datetime import UTC, datetime
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db import emails, webhook_events
 from jobs.enqueue import open_queue
-from jobs.errors import Throttled
+from jobs.errors import PermanentError, Throttled, TransientError
 from jobs.replay import ReplayFilter, replay
 from jobs.sync import SyncProgress, default_since, finish, sync_pages
 from jobs.worker import build_context, close_context
+from mailroom.problems import CommandError
 from mailroom.settings import Settings
 
 
@@ -40,6 +43,9 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", type=parse_time, help="died before (ISO 8601)")
     parser.add_argument("--error", help="only where the error text contains this")
     parser.add_argument("--force", action="store_true", help="also run stages that succeeded (emails only)")
+    parser.add_argument(
+        "--purged", action="store_true", help="events that `mailroom purge` dropped, instead of dead ones"
+    )
     parser.add_argument("--dry-run", action="store_true", help="count what would be replayed, change nothing")
 
 
@@ -49,6 +55,11 @@ async def run_sync(settings: Settings, args: argparse.Namespace, out: Console) -
     queue = open_queue(settings.redis_url, timeout=settings.redis_timeout, queue_name=settings.queue_name)
     jc = build_context(settings, queue, application_name="mailroom-sync")
     try:
+        try:
+            # Before anything is stored: the grant must exist at Nylas (and the key must be right).
+            await jc.nylas.find_grant(args.grant)
+        except (PermanentError, TransientError) as exc:
+            raise _nylas_problem(exc, args.grant, settings.nylas_api_uri) from exc
         progress = SyncProgress(
             grant_id=args.grant,
             since=args.since or await default_since(jc, args.grant),
@@ -68,6 +79,8 @@ async def run_sync(settings: Settings, args: argparse.Namespace, out: Console) -
                 except Throttled as exc:
                     # In the foreground there is no queue to defer to: wait for the grant's share and go on.
                     await asyncio.sleep(exc.wait)
+                except (PermanentError, TransientError) as exc:
+                    raise _nylas_problem(exc, args.grant, settings.nylas_api_uri) from exc
         await finish(jc, progress)
     finally:
         await close_context(jc)
@@ -81,25 +94,67 @@ async def run_sync(settings: Settings, args: argparse.Namespace, out: Console) -
     return 0
 
 
+def _nylas_problem(exc: PermanentError | TransientError, grant_id: str, api_uri: str) -> CommandError:
+    if isinstance(exc, TransientError):
+        return CommandError(f"Nylas did not answer usefully at {api_uri}: {exc}")
+    if exc.status_code == 404:
+        # A mistyped grant id must fail now, not become a grant synced every ten minutes forever.
+        return CommandError(f"Nylas at {api_uri} has no grant {grant_id!r}: check the id")
+    if exc.status_code in (401, 403):
+        return CommandError(f"Nylas at {api_uri} refused the API key ({exc.status_code}): check MAILROOM_NYLAS_API_KEY")
+    return CommandError(f"Nylas refused the sync of grant {grant_id!r}: {exc}")
+
+
 async def run_replay(settings: Settings, args: argparse.Namespace, out: Console) -> int:
     from mailroom.inspect_cli import connections
 
-    async with connections(settings, "replay") as (queue, sessionmaker):
-        found = await replay(
-            sessionmaker,
-            queue,
-            ReplayFilter(
-                stage=args.stage,
-                grant_id=args.grant,
-                since=args.since,
-                until=args.until,
-                error_contains=args.error,
-                event_ids=tuple(args.event),
-                email_ids=tuple(args.email),
-                force=args.force,
-            ),
-            dry_run=args.dry_run,
+    try:
+        chosen = ReplayFilter(
+            stage=args.stage,
+            grant_id=args.grant,
+            since=args.since,
+            until=args.until,
+            error_contains=args.error,
+            event_ids=tuple(args.event),
+            email_ids=tuple(args.email),
+            force=args.force,
+            purged=args.purged,
         )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    async with connections(settings, "replay") as (queue, sessionmaker):
+        found = await replay(sessionmaker, queue, chosen, dry_run=args.dry_run)
+        reasons = [] if found.event_ids or found.emails else await _why_nothing(sessionmaker, chosen)
     verb = "would replay" if args.dry_run else "replayed"
     out.print(f"{verb} {len(found.event_ids)} events and {len(found.emails)} email stages")
+    if reasons:
+        for reason in reasons:
+            out.print(f"  {reason}", markup=False)
+        return 1
     return 0
+
+
+async def _why_nothing(sessionmaker: async_sessionmaker[AsyncSession], chosen: ReplayFilter) -> list[str]:
+    """Why a replay found nothing, one line per id asked for (or one for a filter)."""
+    reasons = []
+    async with sessionmaker() as session:
+        known = await webhook_events.statuses(session, chosen.event_ids) if chosen.event_ids else {}
+        for event_id in chosen.event_ids:
+            status = known.get(event_id)
+            reasons.append(
+                f"event {event_id}: not found"
+                if status is None
+                else f"event {event_id}: {status}, not dead or purged (only those are replayed)"
+            )
+        stages = await emails.pipeline_states(session, chosen.email_ids) if chosen.email_ids else {}
+        for email_id in chosen.email_ids:
+            state = stages.get(email_id)
+            reasons.append(
+                f"email {email_id}: not found"
+                if state is None
+                else f"email {email_id}: not dead (its pipeline is at {state}; --force re-runs a done stage)"
+            )
+    if not reasons:
+        what = "purged events" if chosen.purged else "dead letters"
+        reasons.append(f"no {what} match these filters (`mailroom inspect dead` lists the dead ones)")
+    return reasons

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -97,6 +98,57 @@ class Settings(BaseSettings):
     def _split_secrets(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("not a URL; expected postgresql://user:password@host:5432/database") from None
+        except ValueError:
+            raise ValueError("the port is not a number") from None
+        if not url.drivername.startswith(("postgresql", "postgres")):
+            raise ValueError(f"scheme {url.drivername}:// is not PostgreSQL; expected postgresql://") from None
+        if not url.database:
+            raise ValueError("no database name; expected postgresql://user:password@host:5432/database")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("expected redis://host:6379/0, rediss://… (TLS) or unix:///path/to/redis.sock")
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+        except ValueError:
+            raise ValueError("the port is not a number") from None
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("no host; expected redis://host:6379/0")
+        database = parts.path.strip("/")
+        if parts.scheme != "unix" and database and not database.isdigit():
+            raise ValueError(f"the database {database!r} is not a number; expected redis://host:6379/0")
+        return value
+
+    @field_validator("nylas_api_uri")
+    @classmethod
+    def _check_nylas_api_uri(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected https://api.us.nylas.com (or https://api.eu.nylas.com)")
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+        except ValueError:
+            raise ValueError("the port is not a number") from None
         return value
 
     @property

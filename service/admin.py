@@ -287,14 +287,17 @@ async def bulk_replay(request: Request) -> Response:
     stage = body.get("stage")
     if stage not in (None, "process", "classify", "act") or ("stage" in body and stage is None):
         raise BadRequest("stage must be process, classify or act")
-    chosen = ReplayFilter(
-        stage=stage,
-        grant_id=_body_str(body, "grant") or None,
-        since=_time(_body_str(body, "since")),
-        until=_time(_body_str(body, "until")),
-        error_contains=_body_str(body, "error") or None,
-        force=_body_bool(body, "force", False),
-    )
+    try:
+        chosen = ReplayFilter(
+            stage=stage,
+            grant_id=_body_str(body, "grant") or None,
+            since=_time(_body_str(body, "since")),
+            until=_time(_body_str(body, "until")),
+            error_contains=_body_str(body, "error") or None,
+            force=_body_bool(body, "force", False),
+        )
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
     dry_run = _body_bool(body, "dry_run", True)
     with database():
         found = await replay(resources.sessionmaker, resources.queue, chosen, dry_run=dry_run)

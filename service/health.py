@@ -51,7 +51,11 @@ async def readyz(request: Request) -> Response:
             checks.setdefault(name, f"unreachable: {type(exc).__name__}")
         except Exception as exc:
             checks.setdefault(name, f"failed: {type(exc).__name__}: {exc}")
-    ready = all(checks.get(key) == "ok" for key in ("database", "schema", "redis", "workers"))
+    # Without a secret every delivery is refused: not ready, so no load balancer sends Nylas here.
+    checks["webhook_secrets"] = (
+        "ok" if resources.settings.webhook_secrets else "not set: every delivery is refused (MAILROOM_WEBHOOK_SECRETS)"
+    )
+    ready = all(checks.get(key) == "ok" for key in ("database", "schema", "redis", "workers", "webhook_secrets"))
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 

@@ -12,6 +12,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import CheckFunction, not_a_server_error
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service.openapi import SPEC
 from tests import helpers
@@ -72,4 +73,7 @@ def live_api(database_url: str, servers: Servers) -> Iterator[str]:
 def test_the_api_keeps_to_its_description(case: schemathesis.Case, live_api: str) -> None:  # type: ignore[type-arg]
     # /readyz answers a documented 503 while no worker runs (none does here); everywhere else a 5xx is a bug.
     excluded: list[CheckFunction] = [not_a_server_error] if case.path == "/readyz" else []
+    if case.path == "/replay":
+        # JSON Schema cannot say `since` < `until`; a backwards range is a documented 400, not a schema breach.
+        excluded.append(positive_data_acceptance)
     case.call_and_validate(base_url=live_api, excluded_checks=excluded)

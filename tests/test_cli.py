@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
@@ -34,16 +35,17 @@ def cli_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-async def mailroom(settings: Settings, *args: str) -> tuple[int, str, str]:
+async def mailroom(settings: Settings, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run `mailroom ARGS` as a user would, with the test's settings (and `env` on top); exit code, stdout, stderr."""
     process = await asyncio.create_subprocess_exec(
         MAILROOM,
         *args,
-        env=cli_env(settings),
+        env=cli_env(settings) | (env or {}),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
+    assert process.returncode is not None  # for mypy: communicate() has waited for the exit
     return process.returncode, stdout.decode(), stderr.decode()
 
 
@@ -82,8 +84,19 @@ async def test_migrate_is_idempotent(settings: Settings) -> None:
     assert "Running upgrade" not in err, "the session database is already at head"
 
 
-@pytest.mark.parametrize("command", ["dev", "api", "worker", "migrate", "enqueue-test", "job"])
-def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(commands.choices)
+
+
+@pytest.mark.parametrize("command", sorted(_subcommands()))
+def test_every_command_and_option_says_what_it_does(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mailroom X --help` describes X and every one of its options and arguments."""
+    sub = _subcommands()[command]
+    assert sub.description, f"{command} has no description"
+    for action in sub._actions:
+        assert action.help, f"{command} {action.option_strings or action.dest} has no help"
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args([command, "--help"])
     assert exited.value.code == 0
@@ -104,7 +117,7 @@ async def test_the_first_readme_command_serves_and_processes_on_embedded_servers
     a signed webhook becomes an email, and SIGTERM stops it all without an error."""
     import httpx
 
-    from tests.fake_nylas import API_KEY, FakeNylasServer
+    from mailroom.fake_nylas import API_KEY, FakeNylasServer
     from tests.notifications import SECRET, encode, envelope, message, truncated
 
     fake = FakeNylasServer().start()

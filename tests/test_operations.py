@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from jobs.enqueue import enqueue_test_task
 from jobs.heartbeat import Heartbeat
+from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
 from tests.conftest import drain, running_api
-from tests.fake_nylas import FakeNylas
 from tests.notifications import envelope, message, post, truncated
 from tests.test_cli import cli_env
 
@@ -102,8 +102,16 @@ class TestReadiness:
         assert response.status_code == 200
         assert response.json() == {
             "ready": True,
-            "checks": dict.fromkeys(["database", "schema", "redis", "workers"], "ok"),
+            "checks": dict.fromkeys(["database", "schema", "redis", "workers", "webhook_secrets"], "ok"),
         }
+
+    async def test_not_ready_without_a_webhook_secret(self, settings: Settings, redis: ArqRedis) -> None:
+        """Every delivery would be refused: a load balancer must not send Nylas here."""
+        await Heartbeat(redis, settings.queue_name, concurrency=5).beat()
+        async with running_api(settings.model_copy(update={"webhook_secrets": []})) as client:
+            response = await client.get("/readyz")
+        assert response.status_code == 503
+        assert "MAILROOM_WEBHOOK_SECRETS" in response.json()["checks"]["webhook_secrets"]
 
     async def test_not_ready_without_the_database(self, settings: Settings) -> None:
         dead = settings.model_copy(update={"database_url": "postgresql://nobody@127.0.0.1:1/none"})

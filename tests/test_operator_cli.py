@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import httpx
 import orjson
@@ -11,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from jobs.enqueue import enqueue_test_task
 from jobs.heartbeat import Heartbeat
+from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
 from tests.conftest import drain
-from tests.fake_nylas import FakeNylas
 from tests.notifications import envelope, message, post, truncated
 from tests.test_cli import MAILROOM, cli_env, mailroom
 from tests.test_sweep_and_cron import sweep_now
@@ -87,3 +88,94 @@ async def test_purge_asks_first_and_purged_events_stay_purged(
 
     found = await sweep_now(settings, redis)
     assert found["events_stuck"] == 0, "the sweeper does not bring purged events back"
+
+    code, out, err = await mailroom(settings, "replay", "--event", "2")
+    assert code == 0, err
+    assert "replayed 1 events" in out, "a purged event named by id comes back"
+    code, out, err = await mailroom(settings, "replay", "--purged")
+    assert code == 0, err
+    assert "replayed 2 events" in out, "and the rest with --purged"
+    await drain(settings)
+    assert [e.status for e in await helpers.events(sessionmaker)] == ["processed"] * 3
+
+
+async def test_purge_dry_run_lists_and_removes_nothing(
+    settings: Settings, api: httpx.AsyncClient, redis: ArqRedis, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    for n in range(2):
+        await post(api, envelope(message(message_id=f"m{n}")))
+    code, out, err = await mailroom(settings, "purge", "--dry-run", "--yes")
+    assert code == 0, err
+    assert "would purge (2)" in out and "process_event:1" in out and "process_event:2" in out
+    assert "nothing purged" in out
+    assert len(await helpers.queued_job_ids(redis)) == 2
+    assert [e.status for e in await helpers.events(sessionmaker)] == ["queued"] * 2
+
+
+async def test_replay_says_why_it_replayed_nothing(
+    settings: Settings, api: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await post(api, envelope(message()))
+    code, out, _ = await mailroom(settings, "replay", "--event", "1", "--event", "99")
+    assert code == 1
+    assert "event 1: queued, not dead or purged" in out
+    assert "event 99: not found" in out
+    code, out, _ = await mailroom(settings, "replay", "--email", "7")
+    assert code == 1
+    assert "email 7: not found" in out
+    code, out, _ = await mailroom(settings, "replay", "--grant", "nobody")
+    assert code == 1
+    assert "no dead letters match these filters" in out
+
+
+async def test_replay_refuses_a_backwards_time_range(settings: Settings) -> None:
+    code, _, err = await mailroom(settings, "replay", "--since", "2026-02-01", "--until", "2026-01-01")
+    assert code == 1
+    assert err.strip() == (
+        "mailroom: since (2026-02-01T00:00:00+00:00) must be before until (2026-01-01T00:00:00+00:00)"
+    )
+
+
+async def test_inspect_titles_count_everything_and_limit_applies_to_every_listing(
+    settings: Settings, redis: ArqRedis
+) -> None:
+    for n in range(5):
+        await enqueue_test_task(redis, f"job {n}")
+    code, out, err = await mailroom(settings, "inspect", "queued", "--limit", "2")
+    assert code == 0, err
+    assert "queued (2 shown of 5)" in out
+
+    beat = Heartbeat(redis, settings.queue_name, concurrency=7)
+    for n in range(3):
+        beat.job_started(f"process_event:{n}")
+    await beat.beat()
+    code, out, err = await mailroom(settings, "inspect", "active", "--limit", "1", "--json")
+    assert code == 0, err
+    assert len(orjson.loads(out)) == 1
+    code, out, err = await mailroom(settings, "inspect", "active", "--limit", "1")
+    assert "active (1 shown of 3)" in out
+
+    code, _, err = await mailroom(settings, "inspect", "queued", "--limit", "-1")
+    assert code == 2
+    assert "Traceback" not in err and "-1 is not 1 or more" in err
+
+
+async def test_inspect_dead_shows_when_each_died(
+    settings: Settings, api: httpx.AsyncClient, fake_nylas: FakeNylas
+) -> None:
+    fake_nylas.fail(503, times=3)
+    await post(api, envelope(truncated(message()), type="message.created.truncated"))
+    await drain(settings)
+    code, out, err = await mailroom(settings, "inspect", "dead", "--json")
+    assert code == 0, err
+    (dead,) = orjson.loads(out)
+    assert dead["died_at"].startswith(str(datetime.now(UTC).year))
+
+
+async def test_stored_strings_are_not_rich_markup(settings: Settings, api: httpx.AsyncClient) -> None:
+    """A grant id such as `[/bold]` is shown as it is, and does not crash the table."""
+    await post(api, envelope(message(grant_id="[/bold]", subject="[red]not red[/red]")))
+    await drain(settings)
+    code, out, err = await mailroom(settings, "inspect", "emails", env={"COLUMNS": "200"})
+    assert code == 0, err
+    assert "[/bold]" in out and "[red]not red[/red]" in out

@@ -24,3 +24,11 @@ def test_every_command_is_in_the_readme() -> None:
     subcommands = next(a for a in build_parser()._actions if a.dest == "command")
     assert subcommands.choices is not None
     assert [c for c in subcommands.choices if f"`mailroom {c}" not in readme] == []
+
+
+def test_every_status_the_code_uses_is_in_the_readme() -> None:
+    from db.models import EVENT_STATUSES, PIPELINE_STATES
+
+    readme = (ROOT / "README.md").read_text()
+    statuses = readme.split("Event statuses:", 1)[1].split("\n\n", 1)[0]
+    assert [s for s in (*EVENT_STATUSES, *PIPELINE_STATES) if f"`{s}`" not in statuses] == []

@@ -1,0 +1,21 @@
+"""The uvicorn server that carries the API, built the same way for `mailroom api` and `mailroom dev`."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from mailroom.settings import Settings
+
+
+def api_server(settings: Settings) -> uvicorn.Server:
+    from service.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+    )
+    return uvicorn.Server(config)
