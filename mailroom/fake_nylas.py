@@ -202,6 +202,7 @@ class FakeNylas:
                 "latency": self.latency,
                 "failure_rate": self.failure_rate,
                 "faults": [vars(f) for f in self._faults],
+                "requests": len(self.requests),
             }
         return JSONResponse(state)
 

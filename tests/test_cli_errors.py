@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy.engine import make_url
 
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
-from tests.test_cli import mailroom
+from tests import helpers
+from tests.test_cli import MAILROOM, cli_env, mailroom
 
 
 def one_line(stderr: str) -> str:
@@ -125,3 +128,17 @@ class TestSyncAgainstNylas:
         assert code == 0, err
         assert "0 new emails" in out
         assert "│     1 │      5 │   0 │       0 │" in out, out
+
+
+async def test_api_warns_loudly_without_a_webhook_secret(settings: Settings) -> None:
+    env = cli_env(settings) | {"MAILROOM_WEBHOOK_SECRETS": "", "MAILROOM_PORT": str(helpers.free_port())}
+    process = await asyncio.create_subprocess_exec(
+        MAILROOM, "api", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert process.stderr is not None
+        first = (await asyncio.wait_for(process.stderr.readline(), timeout=30)).decode()
+        assert first.startswith("warning: MAILROOM_WEBHOOK_SECRETS is not set: every webhook delivery will be refused")
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=30)
