@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -100,3 +100,26 @@ async def set_cursor(session: AsyncSession, grant_id: str, cursor: datetime) -> 
         .where(Grant.grant_id == grant_id)
         .values(sync_cursor=func.greatest(func.coalesce(Grant.sync_cursor, cursor), cursor), last_synced_at=func.now())
     )
+
+
+GRANT_STATES = ("active", "paused", "expired", "deleted")
+
+
+async def count_by_state(session: AsyncSession) -> dict[str, int]:
+    """Grants by what mailroom may do with them: active, paused (refused credentials), expired, deleted."""
+    state = case(
+        (Grant.status == "deleted", "deleted"),
+        (Grant.status == "expired", "expired"),
+        (Grant.paused_at.is_not(None), "paused"),
+        else_="active",
+    )
+    counted = {row[0]: int(row[1]) for row in await session.execute(select(state, func.count()).group_by(state))}
+    return {name: int(counted.get(name, 0)) for name in GRANT_STATES}
+
+
+async def oldest_sync(session: AsyncSession) -> datetime | None:
+    """The least recent successful sync among grants that should be synced (never synced: since it was known)."""
+    stmt = select(func.min(func.coalesce(Grant.last_synced_at, Grant.created_at))).where(
+        Grant.status == "active", Grant.paused_at.is_(None)
+    )
+    return cast(datetime | None, await session.scalar(stmt))

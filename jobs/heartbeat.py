@@ -36,6 +36,7 @@ class Heartbeat:
         self._started = time.time()
         self.current: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def job_started(self, job_id: str) -> None:
         self.current[job_id] = time.time()
@@ -61,18 +62,19 @@ class Heartbeat:
         self._task = asyncio.create_task(self._beat_forever())
 
     async def _beat_forever(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.beat()
             except (RedisError, OSError) as exc:
                 log.warning("heartbeat.failed", error=str(exc))
-            await asyncio.sleep(BEAT_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), BEAT_SECONDS)
 
     async def aclose(self) -> None:
+        # Told to stop, not cancelled: a cancel landing inside a Redis pipeline can leave its connection unreleased.
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
         with contextlib.suppress(RedisError, OSError):
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.zrem(self._zset, self.name)
@@ -101,3 +103,10 @@ async def forget_dead(redis: Redis, queue_name: str) -> None:
             pipe.zrem(zset, *stale)
             pipe.hdel(info_key, *stale)
             await pipe.execute()
+
+
+async def newest_beat(redis: Redis, queue_name: str) -> float | None:
+    """When any worker last sent a heartbeat (None: none ever did on this queue)."""
+    zset, _ = keys(queue_name)
+    newest = await redis.zrange(zset, -1, -1, withscores=True)
+    return float(newest[0][1]) if newest else None

@@ -14,6 +14,7 @@ from nylas.handler import http_client as nylas_http_client
 from nylas.models.errors import NylasApiError, NylasSdkTimeoutError
 
 from jobs.errors import PermanentError, TransientError
+from mailroom.metrics import Metrics
 
 T = TypeVar("T")
 
@@ -53,8 +54,11 @@ def _reuse_connections() -> None:
 class NylasGateway:
     """One SDK client and the threads its calls run on; `close()` when the worker stops."""
 
-    def __init__(self, *, api_key: str, api_uri: str, timeout: float, threads: int) -> None:
+    def __init__(
+        self, *, api_key: str, api_uri: str, timeout: float, threads: int, metrics: Metrics | None = None
+    ) -> None:
         _reuse_connections()
+        self._metrics = metrics
         self._client = Client(api_key=api_key, api_uri=api_uri.rstrip("/"), timeout=timeout)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nylas")
 
@@ -62,14 +66,14 @@ class NylasGateway:
         def call() -> dict[str, Any]:
             return self._client.grants.find(grant_id=grant_id).data.to_dict()  # type: ignore[no-any-return]
 
-        return await self._run(call)
+        return await self._run(call, "find_grant")
 
     async def find_message(self, grant_id: str, message_id: str) -> dict[str, Any]:
         def call() -> dict[str, Any]:
             response = self._client.messages.find(identifier=grant_id, message_id=message_id)
             return response.data.to_dict()  # type: ignore[no-any-return]
 
-        return await self._run(call)
+        return await self._run(call, "find_message")
 
     async def list_messages(
         self, grant_id: str, *, received_after: int, page_token: str | None, limit: int
@@ -81,26 +85,26 @@ class NylasGateway:
             response = self._client.messages.list(identifier=grant_id, query_params=params)
             return [m.to_dict() for m in response.data], response.next_cursor
 
-        return await self._run(call)
+        return await self._run(call, "list_messages")
 
     async def update_message(self, grant_id: str, message_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         def call() -> dict[str, Any]:
             response = self._client.messages.update(identifier=grant_id, message_id=message_id, request_body=changes)
             return response.data.to_dict()  # type: ignore[no-any-return]
 
-        return await self._run(call)
+        return await self._run(call, "update_message")
 
     async def create_draft(self, grant_id: str, draft: dict[str, Any]) -> dict[str, Any]:
         def call() -> dict[str, Any]:
             return self._client.drafts.create(identifier=grant_id, request_body=draft).data.to_dict()  # type: ignore[no-any-return]
 
-        return await self._run(call)
+        return await self._run(call, "create_draft")
 
     async def send_message(self, grant_id: str, message: dict[str, Any]) -> dict[str, Any]:
         def call() -> dict[str, Any]:
             return self._client.messages.send(identifier=grant_id, request_body=message).data.to_dict()  # type: ignore[no-any-return]
 
-        return await self._run(call)
+        return await self._run(call, "send_message")
 
     async def find_tagged(self, grant_id: str, *, drafts: bool, tag: str) -> dict[str, Any] | None:
         """The draft or message we created earlier with this tag in its metadata, if Nylas has it."""
@@ -111,14 +115,21 @@ class NylasGateway:
             found = resource.list(identifier=grant_id, query_params=params).data
             return found[0].to_dict() if found else None
 
-        return await self._run(call)
+        return await self._run(call, "find_tagged")
 
-    async def _run(self, call: Callable[[], T]) -> T:
+    async def _run(self, call: Callable[[], T], endpoint: str) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, call)
+            answer = await loop.run_in_executor(self._executor, call)
         except Exception as exc:
+            self._count(endpoint, *_status_and_error(exc))
             raise translate(exc) from exc
+        self._count(endpoint, "200", "none")
+        return answer
+
+    def _count(self, endpoint: str, status: str, error: str) -> None:
+        if self._metrics is not None:
+            self._metrics.inc("mailroom_nylas_requests", endpoint=endpoint, status=status, error=error)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -139,6 +150,21 @@ def translate(exc: Exception) -> Exception:
     if isinstance(exc, (KeyError, ValueError, TypeError)):
         return PermanentError(f"Nylas sent data the SDK could not read: {type(exc).__name__}: {exc}")
     return exc
+
+
+def _status_and_error(exc: Exception) -> tuple[str, str]:
+    """Bounded labels for a failed call: the HTTP status Nylas answered (none: no answer) and the kind of error."""
+    if isinstance(exc, NylasApiError):
+        status = exc.status_code
+        kinds = {429: "rate_limit", 401: "auth", 403: "auth", 404: "not_found"}
+        return str(status), kinds.get(status, "server_error" if status >= 500 else "client_error")
+    if isinstance(exc, NylasSdkTimeoutError):
+        return "none", "timeout"
+    if isinstance(exc, requests.JSONDecodeError):
+        return "none", "not_json"
+    if isinstance(exc, requests.RequestException):
+        return "none", "connection"
+    return "none", "other"
 
 
 def _retry_after(exc: NylasApiError) -> float | None:

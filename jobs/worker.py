@@ -49,6 +49,7 @@ def build_context(settings: Settings, queue: ArqRedis, *, application_name: str 
         application_name=application_name,
     )
     rules = load_rules(settings.rules_file)
+    metrics = Metrics(queue)
     return JobContext(
         settings=settings,
         engine=engine,
@@ -59,12 +60,13 @@ def build_context(settings: Settings, queue: ArqRedis, *, application_name: str 
             timeout=settings.nylas_timeout,
             # One thread per job slot: a job never waits for a thread while holding its slot.
             threads=settings.worker_concurrency,
+            metrics=metrics,
         ),
         queue=queue,
         throttle=GrantThrottle(queue, rate=settings.nylas_rate_per_grant),
         rules=rules,
         classifier=build_classifier(settings.classifier, rules),
-        metrics=Metrics(queue),
+        metrics=metrics,
         heartbeat=Heartbeat(queue, settings.queue_name, concurrency=settings.worker_concurrency),
     )
 

@@ -31,17 +31,50 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class Spec:
     help: str
     labels: tuple[str, ...] = ()
+    # Label sets exported at 0 before anything happened: Prometheus's increase() and rate() count an event only
+    # from a series that existed before it, so every series an alert reads must be there from the first scrape.
+    zeros: tuple[tuple[str, ...], ...] = ()
 
+
+STAGES = ("process", "classify", "act")
+WEBHOOK_CODES = ("200", "400", "401", "413", "415", "422", "500", "503")
+NYLAS_ENDPOINTS = (
+    "find_grant",
+    "find_message",
+    "list_messages",
+    "update_message",
+    "create_draft",
+    "send_message",
+    "find_tagged",
+)
 
 COUNTERS = {
     "mailroom_webhooks": Spec("Webhook deliveries answered, by notification type and outcome", ("type", "outcome")),
+    "mailroom_webhook_responses": Spec(
+        "Answers to POST /webhooks/nylas by HTTP status, and whether the delivery carried a signature header",
+        ("code", "signed"),
+        tuple((code, signed) for code in WEBHOOK_CODES for signed in ("true", "false")),
+    ),
+    "mailroom_webhook_delivery_attempts": Spec(
+        "Notifications stored, by the delivery attempt Nylas reported (1 is the first try; more: Nylas retried)",
+        ("attempt",),
+        (("1",), ("2",), ("3",), ("4+",)),
+    ),
     "mailroom_webhook_duplicates": Spec("Webhook deliveries of a notification already stored"),
-    "mailroom_signature_failures": Spec("Webhook deliveries refused for a missing or wrong signature"),
+    "mailroom_signature_failures": Spec("Webhook deliveries refused for a missing or wrong signature", zeros=((),)),
     "mailroom_jobs": Spec("Stage runs finished, by stage and outcome", ("stage", "outcome")),
-    "mailroom_retries": Spec("Stage runs that failed and were scheduled again", ("stage",)),
-    "mailroom_dead_letters": Spec("Stage runs that used up their tries", ("stage",)),
+    "mailroom_retries": Spec(
+        "Stage runs that failed and were scheduled again", ("stage",), tuple((s,) for s in STAGES)
+    ),
+    "mailroom_dead_letters": Spec("Stage runs that used up their tries", ("stage",), tuple((s,) for s in STAGES)),
+    "mailroom_nylas_requests": Spec(
+        "Calls to the Nylas API by SDK method, HTTP status (none: no answer) and error kind",
+        ("endpoint", "status", "error"),
+        tuple((endpoint, "429", "rate_limit") for endpoint in NYLAS_ENDPOINTS),
+    ),
 }
 HISTOGRAMS = {
+    "mailroom_webhook_duration_seconds": Spec("Time to answer a webhook delivery, by HTTP status", ("code",)),
     "mailroom_stage_duration_seconds": Spec("Time a stage run took", ("stage",)),
     "mailroom_webhook_to_stored_seconds": Spec("From webhook received to its email stored"),
     "mailroom_webhook_to_acted_seconds": Spec("From first webhook received to the email's actions carried out"),
@@ -64,6 +97,7 @@ class Metrics:
         self._interval = interval
         self._pending: dict[tuple[str, str], float] = defaultdict(float)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
         assert name in COUNTERS, name
@@ -95,15 +129,16 @@ class Metrics:
             log.warning("metrics.flush_failed", error=str(exc))
 
     async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
             await self.flush()
 
     async def aclose(self) -> None:
+        # Told to stop, not cancelled: a cancel landing inside a Redis pipeline can leave its connection unreleased.
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
         await self.flush()
 
     async def read(self) -> tuple[dict[str, float], dict[str, float]]:
@@ -118,15 +153,31 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, float]:
     return {k.decode(): float(v) for k, v in raw.items()}
 
 
-def render(counters: dict[str, float], histograms: dict[str, float], gauges: dict[str, tuple[str, float]]) -> bytes:
+@dataclass(frozen=True)
+class Gauge:
+    """A value measured at scrape time; `values` maps label values (in `labels` order) to the value."""
+
+    help: str
+    values: dict[tuple[str, ...], float]
+    labels: tuple[str, ...] = ()
+
+    @classmethod
+    def single(cls, help: str, value: float) -> Gauge:
+        return cls(help, {(): value})
+
+
+def render(counters: dict[str, float], histograms: dict[str, float], gauges: dict[str, Gauge]) -> bytes:
     """Prometheus text format for the totals read from Redis, plus gauges measured now."""
 
     class Snapshot:
         def collect(self) -> Iterator[Metric]:
             yield from _counter_families(counters)
             yield from _histogram_families(histograms)
-            for name, (help_text, value) in sorted(gauges.items()):
-                yield GaugeMetricFamily(name, help_text, value=value)
+            for name, gauge in sorted(gauges.items()):
+                family = GaugeMetricFamily(name, gauge.help, labels=list(gauge.labels))
+                for label_values, value in sorted(gauge.values.items()):
+                    family.add_metric(list(label_values), value)
+                yield family
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Snapshot())
@@ -136,11 +187,14 @@ def render(counters: dict[str, float], histograms: dict[str, float], gauges: dic
 def _counter_families(counters: dict[str, float]) -> Iterable[Metric]:
     for name, spec in COUNTERS.items():
         family = CounterMetricFamily(name, spec.help, labels=list(spec.labels))
+        values = dict.fromkeys(spec.zeros, 0.0)
         for field, value in counters.items():
             metric, labels, _ = orjson.loads(field)
             if metric == name:
                 as_dict = dict(labels)
-                family.add_metric([as_dict.get(label, "") for label in spec.labels], value)
+                values[tuple(as_dict.get(label, "") for label in spec.labels)] = value
+        for label_values, value in sorted(values.items()):
+            family.add_metric(list(label_values), value)
         yield family
 
 

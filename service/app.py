@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -13,7 +14,7 @@ from jobs.enqueue import open_queue
 from mailroom.metrics import Metrics
 from mailroom.settings import Settings
 from service import admin, dashboard, health, nylas_webhook, openapi
-from service.errors import ServiceError, handle_service_error
+from service.errors import ServiceError, handle_redis_error, handle_service_error
 from service.event_writer import EventWriter
 from service.state import AppState, Resources
 
@@ -69,4 +70,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/replay", admin.bulk_replay, methods=["POST"]),
         *dashboard.routes(),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={ServiceError: handle_service_error})
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ServiceError: handle_service_error, RedisError: handle_redis_error},
+    )

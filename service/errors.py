@@ -73,6 +73,18 @@ class NotConfigured(ServiceError):
     code = "not_configured"
 
 
+class RedisUnavailable(ServiceError):
+    """Redis (the queue and the metrics totals) could not be reached; try again shortly."""
+
+    status_code = 503
+    code = "redis_unavailable"
+
+
+async def handle_redis_error(request: Request, exc: Exception) -> Response:
+    """Redis down is an outage to report (KEDA and Prometheus read these endpoints), not a bug: 503, never 500."""
+    return await handle_service_error(request, RedisUnavailable())
+
+
 async def handle_service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
     headers = {"Retry-After": "5"} if exc.status_code == 503 else None

@@ -10,9 +10,12 @@ from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from db import grants
 from db.errors import DatabaseError, translate_errors
+from jobs.heartbeat import newest_beat
 from jobs.inspect import database_counts, redis_depth
 from mailroom import metrics as metrics_module
+from mailroom.metrics import Gauge
 from mailroom.migrate import current_revision, head_revision
 from service.state import Resources
 
@@ -80,24 +83,42 @@ async def metrics(request: Request) -> Response:
     resources: Resources = request.state.resources
     await resources.metrics.flush()  # this process's own last second, so a scrape right after an event sees it
     counters, histograms = await resources.metrics.read()
-    gauges: dict[str, tuple[str, float]] = {}
+    gauges: dict[str, Gauge] = {}
+    newest = await newest_beat(resources.queue, resources.settings.queue_name)
+    if newest is not None:
+        gauges["mailroom_worker_heartbeat_age_seconds"] = Gauge.single(
+            "Seconds since any worker last sent a heartbeat", max(0.0, time.time() - newest)
+        )
     try:
         current = await depth(resources)
-        gauges = {
-            "mailroom_queue_ready": ("Jobs ready to run now", current["queue"]["ready"]),
-            "mailroom_queue_deferred": ("Jobs waiting for a retry or for throttle room", current["queue"]["deferred"]),
-            "mailroom_queue_in_progress": ("Jobs running now", current["queue"]["in_progress"]),
-            "mailroom_queue_oldest_ready_age_seconds": (
-                "Age of the oldest ready job",
-                current["queue"]["oldest_ready_age_seconds"],
-            ),
-            "mailroom_workers": ("Workers alive", current["queue"]["workers"]),
-            "mailroom_dead_letters_waiting": (
-                "Dead events and emails waiting for a replay",
-                current["dead"]["events"] + current["dead"]["emails"],
-            ),
-        }
+        with translate_errors():
+            async with resources.sessionmaker() as session:
+                by_state = await grants.count_by_state(session)
+                oldest_sync = await grants.oldest_sync(session)
     except (DatabaseError, OSError):
         pass  # counters still render; the gauges come back with the database
+    else:
+        queue = current["queue"]
+        gauges |= {
+            "mailroom_queue_ready": Gauge.single("Jobs ready to run now", queue["ready"]),
+            "mailroom_queue_deferred": Gauge.single("Jobs waiting for a retry or for throttle room", queue["deferred"]),
+            "mailroom_queue_in_progress": Gauge.single("Jobs running now", queue["in_progress"]),
+            "mailroom_queue_oldest_ready_age_seconds": Gauge.single(
+                "Age of the oldest ready job", queue["oldest_ready_age_seconds"]
+            ),
+            "mailroom_workers": Gauge.single("Workers alive (a heartbeat in the last 15 s)", queue["workers"]),
+            "mailroom_dead_letters_waiting": Gauge.single(
+                "Dead events and emails waiting for a replay", current["dead"]["events"] + current["dead"]["emails"]
+            ),
+            "mailroom_grants": Gauge(
+                "Grants by state: active, paused (refused credentials), expired, deleted",
+                {(state,): count for state, count in by_state.items()},
+                ("state",),
+            ),
+        }
+        if oldest_sync is not None:
+            gauges["mailroom_sync_oldest_success_timestamp_seconds"] = Gauge.single(
+                "Unix time of the least recent successful sync among grants that are synced", oldest_sync.timestamp()
+            )
     body = metrics_module.render(counters, histograms, gauges)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import orjson
@@ -14,7 +15,14 @@ from db.values import strip_nul
 from db.webhook_events import NewEvent
 from service import signatures
 from service.bodies import decode_content, read_limited
-from service.errors import DatabaseUnavailable, MalformedBody, MissingChallenge, NotConfigured, SignatureMismatch
+from service.errors import (
+    DatabaseUnavailable,
+    MalformedBody,
+    MissingChallenge,
+    NotConfigured,
+    ServiceError,
+    SignatureMismatch,
+)
 from service.notifications import parse_notification
 from service.state import Resources
 
@@ -24,7 +32,24 @@ JSON = "application/json"
 
 async def endpoint(request: Request) -> Response:
     """One route for both methods, so a 405 names them both in its Allow header."""
-    return await (receive(request) if request.method == "POST" else challenge(request))
+    if request.method != "POST":
+        return await challenge(request)
+    # Every answer to a delivery is counted by status and by whether it was signed: a 4xx to a signed delivery is
+    # a notification Nylas will never send again (MailroomWebhookRejections), a 5xx one it will retry.
+    signed = "true" if "x-nylas-signature" in request.headers else "false"
+    metrics = request.state.resources.metrics
+    started = time.perf_counter()
+    code = "500"
+    try:
+        response = await receive(request)
+        code = str(response.status_code)
+        return response
+    except ServiceError as exc:
+        code = str(exc.status_code)
+        raise
+    finally:
+        metrics.inc("mailroom_webhook_responses", code=code, signed=signed)
+        metrics.observe("mailroom_webhook_duration_seconds", time.perf_counter() - started, code=code)
 
 
 async def challenge(request: Request) -> Response:
@@ -83,4 +108,7 @@ async def receive(request: Request) -> Response:
     resources.metrics.inc("mailroom_webhooks", type=type_label, outcome=recorded.outcome)
     if recorded.outcome == "duplicate":
         resources.metrics.inc("mailroom_webhook_duplicates")
+    else:
+        attempt = notification.delivery_attempt or 1
+        resources.metrics.inc("mailroom_webhook_delivery_attempts", attempt=str(attempt) if attempt < 4 else "4+")
     return Response(orjson.dumps({"status": recorded.outcome, "event_id": recorded.event_id}), media_type=JSON)

@@ -91,7 +91,10 @@ SPEC: dict[str, Any] = {
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics, summed over every process",
-                "responses": {"200": {"description": "text exposition format"}},
+                "responses": {
+                    "200": {"description": "text exposition format"},
+                    "503": {"description": "Redis unavailable"},
+                },
             }
         },
         "/webhooks/nylas": {

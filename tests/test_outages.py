@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 from arq.connections import ArqRedis
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.engine import create_engine, create_sessionmaker
@@ -109,3 +110,15 @@ async def test_unreachable_database_is_503_quickly(settings: Settings) -> None:
         elapsed = asyncio.get_running_loop().time() - started
     assert response.status_code == 503
     assert elapsed < 10, "Nylas gives up on an answer after 10 s"
+
+
+async def test_redis_down_is_503_on_metrics_queue_and_the_dashboard_data(settings: Settings) -> None:
+    """Prometheus and KEDA poll these: an outage they can tell from a bug (503, never 500)."""
+    unreachable = settings.model_copy(
+        update={"redis_url": "redis://127.0.0.1:1/0", "admin_token": SecretStr("tok-monitoring")}
+    )
+    async with running_api(unreachable) as client:
+        for path in ("/metrics", "/queue", "/api/overview"):
+            response = await client.get(path, headers={"Authorization": "Bearer tok-monitoring"})
+            assert response.status_code == 503, (path, response.text)
+            assert response.json()["error"] in ("redis_unavailable", "unavailable"), path
