@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import time
+import urllib.error
+import urllib.request
 import uuid
 from typing import Any
 
-import httpx
 import orjson
 from rich.console import Console
 
@@ -85,16 +86,17 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     kind = args.kind or ("message.created.truncated" if fake else "message.created")
     message_id = args.message or (f"{args.grant}-msg-4" if fake else f"msg_test_{uuid.uuid4().hex[:12]}")
     body = orjson.dumps(notification(kind, args.grant, message_id))
+    request = urllib.request.Request(
+        url, data=body, headers={"content-type": "application/json", "x-nylas-signature": sign(secret, body)}
+    )
     try:
-        answer = httpx.post(
-            url,
-            content=body,
-            headers={"content-type": "application/json", "x-nylas-signature": sign(secret, body)},
-            timeout=10,
-        )
-    except httpx.HTTPError as exc:
-        raise CommandError(f"no answer from {url}: is mailroom running? ({type(exc).__name__})") from exc
-    out.print(f"{kind} for {args.grant}/{message_id} -> {url}: {answer.status_code} {answer.text}", markup=False)
-    if answer.status_code >= 300:
-        raise CommandError(f"the API refused the notification ({answer.status_code})")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            status, text = answer.status, answer.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as refused:
+        status, text = refused.code, refused.read().decode("utf-8", "replace")
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"no answer from {url}: is mailroom running? ({exc})") from exc
+    out.print(f"{kind} for {args.grant}/{message_id} -> {url}: {status} {text}", markup=False)
+    if status >= 300:
+        raise CommandError(f"the API refused the notification ({status})")
     return 0

