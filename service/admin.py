@@ -19,6 +19,7 @@ from db.models import Email, StageRun, WebhookEvent
 from jobs.enqueue import deserialize
 from jobs.replay import ReplayFilter, replay
 from service.auth import admin
+from service.bodies import ADMIN_BODY_LIMIT, read_limited
 from service.errors import DatabaseUnavailable, ServiceError
 from service.state import Resources
 
@@ -276,10 +277,11 @@ async def replay_event(request: Request) -> Response:
 
 @admin
 async def bulk_replay(request: Request) -> Response:
-    """Body: {"stage", "grant", "since", "until", "error", "force", "dry_run" (default true: count first)}."""
+    """Body: {"stage", "grant", "since", "until", "error", "events": [ids], "emails": [ids], "force", "all",
+    "dry_run" (default true: count first)}. Replaying with no filter at all needs `"all": true`."""
     resources: Resources = request.state.resources
     try:
-        body = orjson.loads(await request.body() or b"{}")
+        body = orjson.loads(await read_limited(request, ADMIN_BODY_LIMIT) or b"{}")
     except orjson.JSONDecodeError as exc:
         raise BadRequest("the body must be a JSON object") from exc
     if not isinstance(body, dict):
@@ -294,11 +296,25 @@ async def bulk_replay(request: Request) -> Response:
             since=_time(_body_str(body, "since")),
             until=_time(_body_str(body, "until")),
             error_contains=_body_str(body, "error") or None,
+            event_ids=_body_ids(body, "events"),
+            email_ids=_body_ids(body, "emails"),
             force=_body_bool(body, "force", False),
         )
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
     dry_run = _body_bool(body, "dry_run", True)
+    if not dry_run and chosen == ReplayFilter(force=chosen.force) and not _body_bool(body, "all", False):
+        # A click that meant one row must never replay every dead letter: everything has to be asked for by name.
+        raise BadRequest('no filter: to replay every dead letter, send "all": true (count them first with dry_run)')
     with database():
         found = await replay(resources.sessionmaker, resources.queue, chosen, dry_run=dry_run)
     return JSONResponse({"dry_run": dry_run, "events": len(found.event_ids), "email_stages": len(found.emails)})
+
+
+def _body_ids(body: dict[str, Any], name: str) -> tuple[int, ...]:
+    value = body.get(name, [])
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**63 for v in value
+    ):
+        raise BadRequest(f"{name} must be a list of ids")
+    return tuple(value)

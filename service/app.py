@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from db.engine import create_engine, create_sessionmaker
@@ -14,6 +15,7 @@ from jobs.enqueue import open_queue
 from mailroom.metrics import Metrics
 from mailroom.settings import Settings
 from service import admin, dashboard, health, nylas_webhook, openapi
+from service.bodies import BoundedBodies
 from service.errors import ServiceError, handle_redis_error, handle_service_error
 from service.event_writer import EventWriter
 from service.state import AppState, Resources
@@ -72,6 +74,7 @@ def create_app(settings: Settings) -> Starlette:
     ]
     return Starlette(
         routes=routes,
+        middleware=[Middleware(BoundedBodies, own_limit=frozenset({"/webhooks/nylas"}))],
         lifespan=lifespan,
         exception_handlers={ServiceError: handle_service_error, RedisError: handle_redis_error},
     )

@@ -5,8 +5,48 @@ from __future__ import annotations
 import zlib
 
 from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import BodyTooLarge, MalformedBody, UnsupportedEncoding
+
+# Login forms, replay filters and any other admin body are small; nothing else in the API needs more.
+ADMIN_BODY_LIMIT = 64 * 1024
+
+
+class BoundedBodies:
+    """ASGI middleware: no body is read past its route's limit, whichever endpoint reads it (a 50 MB login form once
+    took the API over its memory limit). A declared Content-Length over the limit is refused before anything is
+    read; a chunked body is cut off where it crosses the limit. Paths in `own_limit` bound their bodies themselves
+    (the webhook, with MAILROOM_MAX_BODY_BYTES) and are passed through untouched, off the hot path."""
+
+    def __init__(self, app: ASGIApp, *, limit: int = ADMIN_BODY_LIMIT, own_limit: frozenset[str] = frozenset()) -> None:
+        self.app = app
+        self.limit = limit
+        self.own_limit = own_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.own_limit:
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                refused = BodyTooLarge(f"the body is {int(value)} bytes; the limit here is {self.limit}")
+                answer = JSONResponse({"error": refused.code, "detail": refused.detail}, status_code=413)
+                await answer(scope, receive, send)
+                return
+        seen = 0
+
+        async def bounded() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(f"the body is over the limit of {self.limit} bytes here")
+            return message
+
+        await self.app(scope, bounded, send)
 
 
 async def read_limited(request: Request, limit: int) -> bytes:

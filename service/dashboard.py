@@ -22,6 +22,7 @@ from jobs.inspect import cron_status
 from service import health
 from service.admin import database, email_view, event_summary, flag, only_known
 from service.auth import SESSION_COOKIE, admin, session_value
+from service.bodies import ADMIN_BODY_LIMIT, read_limited
 from service.state import Resources
 
 PAGE = Path(__file__).with_name("static") / "dashboard.html"
@@ -34,7 +35,7 @@ async def page(request: Request) -> Response:
 async def login(request: Request) -> Response:
     resources: Resources = request.state.resources
     token = resources.settings.admin_token.get_secret_value()
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    form = parse_qs((await read_limited(request, ADMIN_BODY_LIMIT)).decode("utf-8", "replace"))
     given = (form.get("token") or [""])[0]
     if not token or not hmac.compare_digest(given.encode(), token.encode()):
         return JSONResponse({"error": "unauthorized", "detail": "wrong token"}, status_code=401)

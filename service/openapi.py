@@ -25,6 +25,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "a missing or wrong admin token (or a missing CSRF header with a dashboard session)",
         404: "no such thing",
         409: "nothing to replay",
+        413: "the body is larger than this endpoint accepts (64 KiB)",
         503: "the admin token is not configured, or the database is unavailable",
     }
     return {str(code): {"description": described[code], "content": _JSON_ERROR} for code in codes}
@@ -55,6 +56,7 @@ _EVENT_ID = {
 }
 # PostgreSQL text cannot hold U+0000, so parameters that reach a query may not either (a 400 says so).
 _TEXT = {"type": "string", "pattern": "^[^\\u0000]*$"}
+_ID = {"type": "integer", "minimum": 1, "maximum": 9223372036854775807}
 _AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 
 SPEC: dict[str, Any] = {
@@ -203,14 +205,17 @@ SPEC: dict[str, Any] = {
                                     "since": {"type": "string", "format": "date-time"},
                                     "until": {"type": "string", "format": "date-time"},
                                     "error": _TEXT,
+                                    "events": {"type": "array", "items": _ID},
+                                    "emails": {"type": "array", "items": _ID},
                                     "force": {"type": "boolean"},
+                                    "all": {"type": "boolean"},
                                     "dry_run": {"type": "boolean"},
                                 },
                             }
                         }
                     }
                 },
-                "responses": {"200": {"description": "counts"}, **_errors(400, 401, 503)},
+                "responses": {"200": {"description": "counts"}, **_errors(400, 401, 413, 503)},
             }
         },
         "/api/overview": {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -37,12 +38,19 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
     settings = settings.model_copy(update={"admin_token": Settings(_env_file=None, admin_token=TOKEN).admin_token})
     fake_nylas.add_message(message(message_id="dead1", subject="Quarterly numbers"))
     fake_nylas.fail(503, times=3, path_contains="/messages/dead1")
+    # An urgent email whose act stage (star it) fails until it dies: a dead email, not a dead event.
+    fake_nylas.add_message(message(message_id="urgent1", subject="Urgent: sign today"))
+    fake_nylas.fail(503, times=3, path_contains="/messages/urgent1")
 
     async with running_api(settings) as client:
         await post(client, envelope(message(subject="Lunch on Friday")))
         await post(client, envelope(truncated(message(message_id="dead1")), type="message.created.truncated"))
+        await post(client, envelope(message(message_id="urgent1", subject="Urgent: sign today")))
         await drain(settings)
-        assert [e.status for e in await helpers.events(sessionmaker)] == ["processed", "dead"]
+        assert [e.status for e in await helpers.events(sessionmaker)] == ["processed", "dead", "processed"]
+        assert [(m.message_id, m.pipeline_state) for m in await helpers.emails(sessionmaker) if m.dead_at] == [
+            ("urgent1", "act")
+        ]
 
         async with async_playwright() as p:
             browser = await p.chromium.launch(
@@ -73,10 +81,30 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             await page.locator("#events tr.clickable", has_text="dead1").click()
             await expect(page.locator("#detail")).to_contain_text("retrying")
 
+            # The dead email's own button replays that email only: the dead event stays dead.
             replay = page.locator("#dead button.replay")
-            await expect(replay).to_have_count(1)
-            await replay.click()
-            await expect(replay).to_have_text("queued")
+            await expect(replay).to_have_count(2)
+            email_row = page.locator("#dead tr", has_text="email: act")
+            await email_row.locator("button.replay").click()
+            await expect(email_row.locator("button.replay")).to_have_text("queued")
+            await drain(settings)
+            assert [m.pipeline_state for m in await helpers.emails(sessionmaker) if m.message_id == "urgent1"] == [
+                "done"
+            ]
+            assert [e.status for e in await helpers.events(sessionmaker)] == ["processed", "dead", "processed"]
+            await expect(replay).to_have_count(1, timeout=10_000)
+
+            # Replay all: counted first, said in the confirmation, replayed only once confirmed.
+            asked: list[str] = []
+
+            async def confirm(dialog: Any) -> None:
+                asked.append(dialog.message)
+                await dialog.accept()
+
+            page.on("dialog", confirm)
+            await page.click("#replay-all")
+            await expect(page.locator("#replay-all-said")).to_have_text("replayed 1")
+            assert asked == ["Replay all 1 dead events and 0 dead email stages?"]
             await drain(settings)
 
             await expect(page.locator("#dead")).to_contain_text("none", timeout=10_000)
@@ -85,4 +113,4 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
             await browser.close()
 
-    assert [e.status for e in await helpers.events(sessionmaker)] == ["processed", "processed"]
+    assert [e.status for e in await helpers.events(sessionmaker)] == ["processed", "processed", "processed"]
