@@ -18,7 +18,7 @@ import orjson
 
 from service.signatures import sign
 
-SECRET = "bench-secret"
+SECRET = "bench-webhook-secret-0001"
 GRANTS = 20
 
 

@@ -45,7 +45,7 @@ from service.signatures import sign
 from tests.throwaway import ThrowawayPostgres
 
 FAULTS = ("worker-kill", "redis-restart", "api-term", "nylas-errors", "postgres-restart", "worker-term")
-SECRET = "soak-secret"
+SECRET = "soak-webhook-secret-0001"
 QUEUE = "mailroom:soak"
 GRANTS = 10
 UNFINISHED = """

@@ -10,7 +10,7 @@ PORT=${SMOKE_PORT:-18080}
 PROM_PORT=${SMOKE_PROMETHEUS_PORT:-19090}
 COUNT=${SMOKE_WEBHOOKS:-400}
 export MAILROOM_PUBLISH_PORT=$PORT MAILROOM_PROMETHEUS_PORT=$PROM_PORT
-export MAILROOM_WEBHOOK_SECRETS=smoke-secret MAILROOM_ADMIN_TOKEN=smoke-token
+export MAILROOM_WEBHOOK_SECRETS=smoke-webhook-secret-1 MAILROOM_ADMIN_TOKEN=smoke-admin-token-0001
 export MAILROOM_ACTIONS_DRY_RUN=true POSTGRES_PASSWORD=smoke
 
 compose() { "$PC" --profile monitoring -f compose.yaml -p "$PROJECT" "$@"; }
@@ -29,7 +29,7 @@ echo "image built in $((built - started)) s: $(podman image inspect localhost/ma
 echo "--- up (two workers, and Prometheus: the monitoring profile)"
 compose up -d >/dev/null 2>&1
 python3 deploy/smoke_driver.py \
-  --url "http://127.0.0.1:$PORT" --secret smoke-secret --token smoke-token --count "$COUNT" \
+  --url "http://127.0.0.1:$PORT" --secret smoke-webhook-secret-1 --token smoke-admin-token-0001 --count "$COUNT" \
   --psql "podman exec ${PROJECT}_postgres_1 psql -U mailroom -d mailroom -tA -c" \
   --stop-worker "podman stop -t 30 ${PROJECT}_worker_1"
 echo "--- Prometheus scraping mailroom, with the alert rules loaded"

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from mailroom import dev_run
-from mailroom.problems import CommandError, explain, redacted, settings_error
+from mailroom.problems import CommandError, explain, redacted, settings_error, weak_secrets
 from mailroom.settings import Settings
 
 log = structlog.get_logger("mailroom")
@@ -107,9 +107,19 @@ def warn_without_webhook_secret(settings: Settings) -> None:
         log.warning("mailroom.no_webhook_secret")
 
 
+def refuse_weak_secrets(settings: Settings) -> None:
+    """Outside `mailroom dev`, a known placeholder or a short secret is refused at start-up, naming the variable."""
+    problems = weak_secrets(
+        [secret.get_secret_value() for secret in settings.webhook_secrets], settings.admin_token.get_secret_value()
+    )
+    if problems:
+        raise CommandError("; ".join(problems))
+
+
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     from mailroom.api_server import api_server
 
+    refuse_weak_secrets(settings)
     warn_without_webhook_secret(settings)
     with resolved(settings) as final:
         run_service(api_server(final).serve())

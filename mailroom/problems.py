@@ -92,3 +92,26 @@ def settings_error(exc: ValidationError) -> str:
         message = str(error["msg"]).removeprefix("Value error, ")
         lines.append(f"{name}: {message}")
     return "; ".join(lines) or str(exc)
+
+
+MIN_SECRET_LENGTH = 16
+# Values that ship in examples and templates: a deployment that still has one is open to anyone who read them.
+_PLACEHOLDERS = ("change-me", "changeme", "change_me", "replace-me", "replaceme", "your-", "example", "placeholder")
+
+
+def weak_secrets(webhook_secrets: list[str], admin_token: str) -> list[str]:
+    """Why each configured webhook secret or admin token is unfit outside `mailroom dev` (an empty token is allowed:
+    it turns the admin surface off)."""
+    found: list[tuple[str, str]] = [("MAILROOM_WEBHOOK_SECRETS", secret) for secret in webhook_secrets]
+    if admin_token:
+        found.append(("MAILROOM_ADMIN_TOKEN", admin_token))
+    problems = []
+    for variable, value in found:
+        lowered = value.lower()
+        if any(marker in lowered for marker in _PLACEHOLDERS):
+            problems.append(f"{variable}: a placeholder value, not a secret; set a random one (openssl rand -hex 24)")
+        elif len(value) < MIN_SECRET_LENGTH:
+            problems.append(
+                f"{variable}: {len(value)} characters; use at least {MIN_SECRET_LENGTH} (openssl rand -hex 24)"
+            )
+    return problems

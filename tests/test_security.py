@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,7 +19,7 @@ from mailroom.settings import Settings
 from tests import helpers
 from tests.conftest import drain, running_api
 from tests.notifications import SECRET, envelope, message, post, truncated
-from tests.test_cli import MAILROOM, cli_env
+from tests.test_cli import MAILROOM, cli_env, mailroom
 
 TOKEN = "security-test-admin-token"
 
@@ -112,3 +113,34 @@ async def test_a_replay_with_no_filter_must_say_all(
         everything = await client.post("/replay", json={"all": True, "dry_run": False}, headers=auth)
         assert everything.json() == {"dry_run": False, "events": 1, "email_stages": 0}
         assert (await client.post("/replay", json={"emails": ["x"]}, headers=auth)).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("MAILROOM_ADMIN_TOKEN", "CHANGE-ME", "MAILROOM_ADMIN_TOKEN: a placeholder value, not a secret"),
+        ("MAILROOM_WEBHOOK_SECRETS", "a-real-secret-0123,change-me", "MAILROOM_WEBHOOK_SECRETS: a placeholder value"),
+        ("MAILROOM_WEBHOOK_SECRETS", "short-secret", "MAILROOM_WEBHOOK_SECRETS: 12 characters; use at least 16"),
+        ("MAILROOM_ADMIN_TOKEN", "tok", "MAILROOM_ADMIN_TOKEN: 3 characters; use at least 16"),
+    ],
+)
+async def test_placeholder_and_short_secrets_are_refused_at_start(
+    settings: Settings, variable: str, value: str, says: str
+) -> None:
+    code, _, err = await mailroom(settings, "api", env={variable: value, "MAILROOM_PORT": str(helpers.free_port())})
+    assert code == 1
+    assert "Traceback" not in err
+    assert says in err.strip().splitlines()[-1]
+
+
+def test_no_deployment_file_ships_a_secret_value(repo_root: Path) -> None:
+    """k8s makes its Secret from a file the user writes; compose has no PostgreSQL password of its own."""
+    kustomization = yaml.safe_load((repo_root / "deploy/k8s/kustomization.yaml").read_text())
+    assert kustomization["secretGenerator"] == [{"name": "mailroom-secrets", "envs": ["secrets.env"]}]
+    assert "deploy/k8s/secrets.env" in (repo_root / ".gitignore").read_text()
+    for path in [*(repo_root / "deploy/k8s").glob("*.yaml"), repo_root / "compose.yaml"]:
+        assert "CHANGE-ME" not in path.read_text().upper(), path
+    example = (repo_root / "deploy/k8s/secrets.env.example").read_text().splitlines()
+    assert all(line.endswith("=") for line in example if line and not line.startswith("#"))
+    compose = (repo_root / "compose.yaml").read_text()
+    assert "${POSTGRES_PASSWORD:?" in compose and "${POSTGRES_PASSWORD:-" not in compose
