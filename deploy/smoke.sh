@@ -11,7 +11,7 @@ PROM_PORT=${SMOKE_PROMETHEUS_PORT:-19090}
 COUNT=${SMOKE_WEBHOOKS:-400}
 export MAILROOM_PUBLISH_PORT=$PORT MAILROOM_PROMETHEUS_PORT=$PROM_PORT
 export MAILROOM_WEBHOOK_SECRETS=smoke-webhook-secret-1 MAILROOM_ADMIN_TOKEN=smoke-admin-token-0001
-export MAILROOM_ACTIONS_DRY_RUN=true POSTGRES_PASSWORD=smoke
+export MAILROOM_ACTIONS_DRY_RUN=true POSTGRES_PASSWORD=smoke REDIS_PASSWORD=smoke-redis-password
 
 compose() { "$PC" --profile monitoring -f compose.yaml -p "$PROJECT" "$@"; }
 cleanup() {

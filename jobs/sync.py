@@ -140,6 +140,11 @@ async def sync_grant(
     jc = JobContext.from_ctx(ctx)
     with translate_errors():
         async with jc.sessionmaker() as session:
+            known = await grants.get(session, grant_id)
+            if known is None:
+                # Only grants mailroom has heard of (from Nylas, or `mailroom sync`) are synced by a job: a job
+                # forged in Redis must not pull a mailbox of its choosing.
+                return {"grant_id": grant_id, "skipped": "unknown grant"}
             if not await grants.may_call_nylas(session, grant_id):
                 return {"grant_id": grant_id, "skipped": "grant paused"}
     progress = SyncProgress(

@@ -15,7 +15,8 @@ from arq.worker import Function, func
 from redis.exceptions import RedisError
 
 from db.engine import create_engine, create_sessionmaker
-from jobs import enqueue
+from jobs import arguments, enqueue
+from jobs.arguments import checked
 from jobs.chain import act, classify
 from jobs.classifier import build_classifier
 from jobs.context import CTX_KEY, JobContext
@@ -102,13 +103,29 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 def functions(settings: Settings) -> list[Function]:
     timeout = settings.job_timeout
+    stage = checked(email_id=arguments.row_id, force=arguments.flag)
+    sync = checked(
+        grant_id=arguments.text(256),
+        since=arguments.optional(arguments.timestamp),
+        page_token=arguments.optional(arguments.text(4096)),
+        started=arguments.optional(arguments.timestamp),
+    )
     return [
-        func(process_event, name=enqueue.PROCESS_EVENT, timeout=timeout, max_tries=ARQ_MAX_TRIES),
-        func(classify, name=enqueue.CLASSIFY, timeout=timeout, max_tries=ARQ_MAX_TRIES),
-        func(act, name=enqueue.ACT, timeout=timeout, max_tries=ARQ_MAX_TRIES),
-        func(sync_grant, name=enqueue.SYNC_GRANT, timeout=timeout, max_tries=ARQ_MAX_TRIES),
+        func(
+            checked(event_id=arguments.row_id)(process_event),
+            name=enqueue.PROCESS_EVENT,
+            timeout=timeout,
+            max_tries=ARQ_MAX_TRIES,
+        ),
+        func(stage(classify), name=enqueue.CLASSIFY, timeout=timeout, max_tries=ARQ_MAX_TRIES),
+        func(stage(act), name=enqueue.ACT, timeout=timeout, max_tries=ARQ_MAX_TRIES),
+        func(sync(sync_grant), name=enqueue.SYNC_GRANT, timeout=timeout, max_tries=ARQ_MAX_TRIES),
         # Not longer than the others: arq's recovery delay for a killed worker is the longest timeout + 10 s.
-        func(test_task, name=enqueue.TEST_TASK, timeout=max(timeout, 2 * settings.test_task_sleep)),
+        func(
+            checked(message=arguments.text(10_000))(test_task),
+            name=enqueue.TEST_TASK,
+            timeout=max(timeout, 2 * settings.test_task_sleep),
+        ),
     ]
 
 

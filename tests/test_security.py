@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
+from arq.connections import ArqRedis
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -144,3 +146,64 @@ def test_no_deployment_file_ships_a_secret_value(repo_root: Path) -> None:
     assert all(line.endswith("=") for line in example if line and not line.startswith("#"))
     compose = (repo_root / "compose.yaml").read_text()
     assert "${POSTGRES_PASSWORD:?" in compose and "${POSTGRES_PASSWORD:-" not in compose
+
+
+@pytest.mark.parametrize(
+    ("function", "args", "kwargs"),
+    [
+        ("process_event", ["1; DROP TABLE emails"], {}),
+        ("process_event", [-5], {}),
+        ("process_event", [1, "extra"], {}),
+        ("classify", [1, "yes"], {}),
+        ("act", [True], {}),
+        ("sync_grant", [123], {}),
+        ("sync_grant", ["grant_1"], {"since": 1e300}),
+        ("sync_grant", ["grant_1"], {"page_token": "x" * 5000}),
+        ("test_task", [{"not": "text"}], {}),
+    ],
+)
+async def test_jobs_forged_in_redis_with_odd_arguments_are_refused(
+    settings: Settings, redis: ArqRedis, fake_nylas: FakeNylas, function: str, args: list[Any], kwargs: dict[str, Any]
+) -> None:
+    """Redis is a trust boundary: a job someone wrote there by hand runs only on arguments mailroom would send."""
+    job = await redis.enqueue_job(function, *args, **kwargs)
+    assert job is not None
+    await drain(settings)
+    assert str(await job.result(timeout=5)).startswith("refused: ")
+    assert fake_nylas.requests == [], "nothing reached Nylas"
+
+
+async def test_a_forged_sync_of_a_grant_mailroom_never_heard_of_does_nothing(
+    settings: Settings, redis: ArqRedis, fake_nylas: FakeNylas, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    fake_nylas.seed("someone-elses-grant")
+    job = await redis.enqueue_job("sync_grant", "someone-elses-grant")
+    assert job is not None
+    await drain(settings)
+    assert await job.result(timeout=5) == {"grant_id": "someone-elses-grant", "skipped": "unknown grant"}
+    assert fake_nylas.requests == []
+    assert await helpers.row_counts(sessionmaker) == {"webhook_events": 0, "emails": 0, "grants": 0}
+
+
+def test_redis_is_locked_and_only_mailroom_reaches_the_datastores(repo_root: Path) -> None:
+    """compose's Redis needs a password that every mailroom URL carries; k8s NetworkPolicies fence Redis, PostgreSQL
+    and the API."""
+    compose = yaml.safe_load((repo_root / "compose.yaml").read_text())
+    redis_command = compose["services"]["redis"]["command"]
+    assert "--requirepass" in redis_command and "--protected-mode" not in redis_command
+    assert compose["x-mailroom-env"]["MAILROOM_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
+    policies = {
+        p["metadata"]["name"]: p["spec"]
+        for p in yaml.safe_load_all((repo_root / "deploy/k8s/networkpolicy.yaml").read_text())
+    }
+    datastores = policies["mailroom-datastores"]
+    assert datastores["ingress"] == [
+        {
+            "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mailroom"}}}],
+            "ports": [{"protocol": "TCP", "port": 6379}, {"protocol": "TCP", "port": 5432}],
+        }
+    ]
+    assert policies["mailroom-workers"]["ingress"] == []
+    api_sources = policies["mailroom-api"]["ingress"][0]["from"]
+    assert all("namespaceSelector" in source for source in api_sources), "no pod of this namespace reaches the API"
+    assert "networkpolicy.yaml" in (repo_root / "deploy/k8s/kustomization.yaml").read_text()
