@@ -66,11 +66,15 @@ class WebhookEvent(Base):
     received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     processed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Content removed (an erasure request, grant.deleted, message.deleted or retention): ids and status remain.
+    erased_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
     __table_args__ = (
         CheckConstraint(f"status IN {EVENT_STATUSES!r}", name="status"),
         Index("ix_webhook_events_status_updated_at", "status", "updated_at"),
         Index("ix_webhook_events_grant_id_object_id", "grant_id", "object_id"),
+        # Retention looks for old rows that still hold content.
+        Index("ix_webhook_events_received_at_not_erased", "received_at", postgresql_where=text("erased_at IS NULL")),
     )
 
 
@@ -113,6 +117,8 @@ class Email(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     dead_at: Mapped[datetime | None] = mapped_column(Timestamp)
     parked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Content removed (an erasure request, grant.deleted, message.deleted or retention): ids and states remain.
+    erased_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
@@ -123,6 +129,7 @@ class Email(Base):
         # Dead and parked emails are few; these keep counting and listing them cheap.
         Index("ix_emails_dead_at", "dead_at", postgresql_where=text("dead_at IS NOT NULL")),
         Index("ix_emails_parked_at", "parked_at", postgresql_where=text("parked_at IS NOT NULL")),
+        Index("ix_emails_created_at_not_erased", "created_at", postgresql_where=text("erased_at IS NULL")),
     )
 
 

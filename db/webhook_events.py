@@ -119,7 +119,14 @@ _EVENTS = cast(Table, WebhookEvent.__table__)
 _MARK_PROCESSED = (
     update(_EVENTS)
     .where(_EVENTS.c.id == bindparam("event_id"))
-    .values(status="processed", last_error=None, processed_at=func.now(), updated_at=func.now())
+    .values(
+        status="processed",
+        last_error=None,
+        processed_at=func.now(),
+        updated_at=func.now(),
+        # The body is stored once, in emails.body: a processed notification no longer needs its copy.
+        payload=text("payload #- '{data,object,body}'"),
+    )
 )
 
 

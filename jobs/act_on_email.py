@@ -19,6 +19,7 @@ from jobs.calls import throttled
 from jobs.classifier import EmailView
 from jobs.context import JobContext
 from jobs.errors import PermanentError
+from jobs.messages import view_source
 from jobs.nylas_client import METADATA_KEY
 from jobs.policy import NOT_REPEATABLE, decide
 
@@ -30,7 +31,7 @@ async def act_stage(ctx: dict[str, Any], email_id: int, force: bool = False) -> 
         return "skipped"
     email = claimed.email
     async with email_stages.failures_handled(jc, claimed, "act"):
-        view = EmailView.from_message(email.raw, folders=email.folders)
+        view = EmailView.from_message(view_source(email.raw, email.body), folders=email.folders)
         planned = decide(
             jc.rules, label=email.classification or "", grant_id=email.grant_id, message_id=email.message_id, email=view
         )

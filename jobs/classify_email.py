@@ -8,6 +8,7 @@ from typing import Any
 from jobs import email_stages
 from jobs.classifier import EmailView
 from jobs.context import JobContext
+from jobs.messages import view_source
 
 
 async def classify_stage(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:
@@ -17,7 +18,9 @@ async def classify_stage(ctx: dict[str, Any], email_id: int, force: bool = False
         return "skipped"
     async with email_stages.failures_handled(jc, claimed, "classify"):
         email = claimed.email
-        result = jc.classifier.classify(EmailView.from_message(email.raw, folders=email.folders))
+        result = jc.classifier.classify(
+            EmailView.from_message(view_source(email.raw, email.body), folders=email.folders)
+        )
         await email_stages.succeed(
             jc,
             claimed,

@@ -13,6 +13,11 @@ def is_complete(message: dict[str, Any]) -> bool:
     return "body" in message and "date" in message
 
 
+def view_source(raw: dict[str, Any] | None, body: str | None) -> dict[str, Any]:
+    """The Nylas object as classify and act read it: the stored raw object with its body put back."""
+    return {**(raw or {}), "body": body}
+
+
 def email_columns(message: dict[str, Any]) -> dict[str, Any]:
     message = strip_nul(message)
     senders = _addresses(message.get("from"))
@@ -33,7 +38,8 @@ def email_columns(message: dict[str, Any]) -> dict[str, Any]:
         "folders": [f for f in folders if isinstance(f, str)] if isinstance(folders, list) else None,
         "unread": _bool(message.get("unread")),
         "starred": _bool(message.get("starred")),
-        "raw": message,
+        # Everything Nylas sent but the body, which is stored once, in `body`.
+        "raw": {key: value for key, value in message.items() if key != "body"},
     }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from arq import Retry
 
-from db import emails, grants, stage_runs, webhook_events
+from db import emails, erasure, grants, stage_runs, webhook_events
 from db.errors import translate_errors
 from db.models import WebhookEvent
 from db.uow import unit_of_work
@@ -111,9 +111,16 @@ async def _apply(
     if trigger.kind is Kind.MESSAGE_DELETED:
         with translate_errors():
             async with unit_of_work(jc.sessionmaker) as session:
-                await emails.mark_deleted(session, grant_id=grant_id, message_id=message_id, state_at=event.notified_at)
+                # False when a newer state of the message is already stored: then the delete changed nothing.
+                applied = await emails.mark_deleted(
+                    session, grant_id=grant_id, message_id=message_id, state_at=event.notified_at
+                )
+                # Deleted at the mailbox: its content goes from here too, wherever it is stored.
+                erased = await erasure.erase_message(session, grant_id, message_id) if applied else erasure.Erased()
                 await webhook_events.mark_processed(session, event.id)
-                await stage_runs.finish(session, run_id, status="succeeded", detail={"deleted": True})
+                await stage_runs.finish(
+                    session, run_id, status="succeeded", detail={"deleted": applied, "erased_emails": erased.emails}
+                )
         return "processed"
 
     if fetched:
@@ -157,6 +164,7 @@ async def _apply_grant(jc: JobContext, event: WebhookEvent, trigger: Trigger, ru
     resumed_from = None
     unparked_events: list[int] = []
     unparked_emails: list[tuple[int, str]] = []
+    erased_counts: dict[str, int] | None = None
     with translate_errors():
         async with unit_of_work(jc.sessionmaker) as session:
             applied = await grants.apply_state(
@@ -177,12 +185,20 @@ async def _apply_grant(jc: JobContext, event: WebhookEvent, trigger: Trigger, ru
                 await grants.mark_deleted(session, event.grant_id)
                 await webhook_events.stop_grant(session, event.grant_id)
                 await emails.stop_grant(session, event.grant_id)
+                # The user left: every piece of the grant's content goes, in the same transaction.
+                erased = await erasure.erase_grant(session, event.grant_id)
+                erased_counts = {"emails": erased.emails, "events": erased.events, "actions": erased.actions}
             await webhook_events.mark_processed(session, event.id)
             await stage_runs.finish(
                 session,
                 run_id,
                 status="succeeded",
-                detail={"applied": applied, "status": status, "unparked": len(unparked_events) + len(unparked_emails)},
+                detail={
+                    "applied": applied,
+                    "status": status,
+                    "unparked": len(unparked_events) + len(unparked_emails),
+                    **({"erased": erased_counts} if erased_counts is not None else {}),
+                },
             )
     # Their earlier (parked) runs left results under the same job ids: requeue, which clears them.
     for parked_event in unparked_events:

@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from db import emails, webhook_events
+from db import emails, erasure, webhook_events
 from db.errors import translate_errors
 from db.uow import unit_of_work
 from jobs.context import JobContext
@@ -48,6 +48,12 @@ async def sweep(jc: JobContext) -> dict[str, Any]:
         "emails_stuck": len(waiting),
         "emails_requeued": len(requeued_emails),
     }
+    if jc.settings.retention_days:
+        expired = datetime.now(UTC) - timedelta(days=jc.settings.retention_days)
+        with translate_errors():
+            async with unit_of_work(jc.sessionmaker) as session:
+                erased = await erasure.erase_older_than(session, expired, limit=jc.settings.sweep_batch)
+        result |= {"erased_emails": erased.emails, "erased_events": erased.events}
     if requeued_events or requeued_emails:
         log.warning("sweep.requeued", **result)
     return result

@@ -288,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
         "replay", "send dead letters (or, with --force, done stages) back to work", on_servers(ops.run_replay)
     )
     ops.add_replay_arguments(rep)
+    erase = command(
+        "erase",
+        "erase one grant's stored mail content (an erasure request), keeping ids and counts (asks first unless --yes)",
+        on_servers(ops.run_erase),
+    )
+    ops.add_erase_arguments(erase)
     ins = command(
         "inspect",
         "what is active, scheduled, queued, which workers live, what is dead, or the stored emails",

@@ -1,4 +1,4 @@
-"""Operator commands that work on the data: `mailroom sync` and `mailroom replay`."""
+"""Operator commands that work on the data: `mailroom sync`, `mailroom replay` and `mailroom erase`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db import emails, webhook_events
+from db import emails, erasure, webhook_events
+from db.uow import unit_of_work
 from jobs.enqueue import open_queue
 from jobs.errors import PermanentError, Throttled, TransientError
 from jobs.replay import ReplayFilter, replay
@@ -158,3 +159,34 @@ async def _why_nothing(sessionmaker: async_sessionmaker[AsyncSession], chosen: R
         what = "purged events" if chosen.purged else "dead letters"
         reasons.append(f"no {what} match these filters (`mailroom inspect dead` lists the dead ones)")
     return reasons
+
+
+def add_erase_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--grant", required=True, help="the grant whose stored mail content is erased")
+    parser.add_argument("--dry-run", action="store_true", help="count what would be erased, change nothing")
+    parser.add_argument("--yes", action="store_true", help="do not ask")
+
+
+async def run_erase(settings: Settings, args: argparse.Namespace, out: Console) -> int:
+    """An erasure request: every piece of one grant's content, from every table; ids and counts stay."""
+    from mailroom.inspect_cli import connections
+
+    async with connections(settings, "erase") as (_, sessionmaker):
+        async with sessionmaker() as session:
+            found = await erasure.erase_grant(session, args.grant, dry_run=True)
+        out.print(
+            f"grant {args.grant}: {found.emails} emails, {found.events} notifications and {found.actions} actions "
+            "hold content",
+            markup=False,
+        )
+        if args.dry_run or not (found.emails or found.events or found.actions):
+            out.print("dry run: nothing erased" if args.dry_run else "nothing to erase")
+            return 0
+        answer = "yes" if args.yes else await asyncio.to_thread(input, "erase it? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            out.print("nothing erased")
+            return 1
+        async with unit_of_work(sessionmaker) as session:
+            erased = await erasure.erase_grant(session, args.grant)
+    out.print(f"erased {erased.emails} emails, {erased.events} notifications and {erased.actions} actions")
+    return 0

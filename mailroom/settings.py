@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     port: int = 8000
     max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     max_decompressed_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # The request line and headers together, and how long a client may take to send them and then its body.
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Connections and requests one API process takes at once; beyond, uvicorn answers 503 (Nylas retries those).
+    max_concurrency: int = Field(default=2000, gt=0)
     # Group commit: concurrent deliveries are stored by this many writers, up to this many rows per transaction.
     ingest_writers: int = Field(default=2, gt=0)
     ingest_max_batch: int = Field(default=200, gt=0)
@@ -81,6 +87,9 @@ class Settings(BaseSettings):
     sweep_after_seconds: float = Field(default=120.0, gt=0)
     sweep_batch: int = Field(default=1000, gt=0)
     job_keep_result: float = Field(default=3600.0, ge=0)
+    # Mail content (bodies, subjects, participants, raw objects) older than this many days is erased by the sweeper,
+    # keeping ids and states (so deduplication holds); 0 keeps it for ever.
+    retention_days: int = Field(default=0, ge=0)
     test_task_sleep: float = Field(default=1.0, ge=0)
 
     # On SIGTERM: running jobs and requests get this long to finish (match the container stop timeout and

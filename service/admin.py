@@ -13,9 +13,10 @@ from arq.jobs import Job
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from db import actions, emails, stage_runs, webhook_events
+from db import actions, emails, erasure, stage_runs, webhook_events
 from db.errors import DatabaseError, translate_errors
 from db.models import Email, StageRun, WebhookEvent
+from db.uow import unit_of_work
 from jobs.enqueue import deserialize
 from jobs.replay import ReplayFilter, replay
 from service.auth import admin
@@ -318,3 +319,32 @@ def _body_ids(body: dict[str, Any], name: str) -> tuple[int, ...]:
     ):
         raise BadRequest(f"{name} must be a list of ids")
     return tuple(value)
+
+
+@admin
+async def erase_grant(request: Request) -> Response:
+    """Body: {"grant": G, "dry_run" (default true: count first)}. An erasure request: the grant's mail content goes
+    from every table; ids, states and counts stay."""
+    resources: Resources = request.state.resources
+    try:
+        body = orjson.loads(await read_limited(request, ADMIN_BODY_LIMIT) or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("the body must be a JSON object") from exc
+    if not isinstance(body, dict) or set(body) - {"grant", "dry_run"}:
+        raise BadRequest('the body must be {"grant": "...", "dry_run": true|false}')
+    grant_id = _body_str(body, "grant")
+    if not grant_id:
+        raise BadRequest("grant is required")
+    dry_run = _body_bool(body, "dry_run", True)
+    with database():
+        async with unit_of_work(resources.sessionmaker) as session:
+            erased = await erasure.erase_grant(session, grant_id, dry_run=dry_run)
+    return JSONResponse(
+        {
+            "dry_run": dry_run,
+            "grant": grant_id,
+            "emails": erased.emails,
+            "events": erased.events,
+            "actions": erased.actions,
+        }
+    )

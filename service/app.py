@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/events/{event_id}", admin.event_detail, methods=["GET"]),
         Route("/events/{event_id}/replay", admin.replay_event, methods=["POST"]),
         Route("/replay", admin.bulk_replay, methods=["POST"]),
+        Route("/erase", admin.erase_grant, methods=["POST"]),
         *dashboard.routes(),
     ]
     return Starlette(

@@ -218,6 +218,26 @@ SPEC: dict[str, Any] = {
                 "responses": {"200": {"description": "counts"}, **_errors(400, 401, 413, 503)},
             }
         },
+        "/erase": {
+            "post": {
+                "summary": "Erase a grant's mail content (ids and counts stay); counts only unless dry_run is false",
+                "security": _AUTH,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"grant": {**_TEXT, "minLength": 1}, "dry_run": {"type": "boolean"}},
+                                "required": ["grant"],
+                                "additionalProperties": False,
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": {"description": "counts"}, **_errors(400, 401, 413, 503)},
+            }
+        },
         "/api/overview": {
             "get": {
                 "summary": "What the dashboard polls: depth, workers, totals, cron, dead letters",
