@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from mailroom.http_protocol import bounded_protocol
 from mailroom.settings import Settings
 
 
@@ -17,5 +18,7 @@ def api_server(settings: Settings) -> uvicorn.Server:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        http=bounded_protocol(settings),
+        limit_concurrency=settings.max_concurrency,
     )
     return uvicorn.Server(config)

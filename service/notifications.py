@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobs.triggers import Kind, Trigger, parse_trigger
 from service.errors import InvalidNotification
 
 # Keys are indexed; a b-tree entry over ~2.7 kB is refused by PostgreSQL, which would turn into endless 503s.
-MAX_KEY_LENGTH = 512
+# Counted in UTF-8 bytes, as PostgreSQL counts them: 512 characters of 4 bytes each would be 2 kB.
+MAX_KEY_BYTES = 512
+# webhook_delivery_attempt is stored as a PostgreSQL integer.
+MAX_INT32 = 2**31 - 1
+# A notification's time orders the states of a message; one dated ahead of now would freeze the message (every real
+# later change would look older), so times ahead of the receive time by more than this are taken as the receive time.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +66,20 @@ def parse_notification(payload: object, *, received_at: datetime) -> Notificatio
         source=source if isinstance(source, str) else None,
         grant_id=grant_id,
         object_id=object_id,
-        notified_at=parse_time(payload.get("time")) or received_at,
-        delivery_attempt=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+        notified_at=_believable(parse_time(payload.get("time")), received_at),
+        delivery_attempt=attempt
+        if isinstance(attempt, int) and not isinstance(attempt, bool) and 0 <= attempt <= MAX_INT32
+        else None,
         trigger=trigger,
         payload=payload,
     )
+
+
+def _believable(when: datetime | None, received_at: datetime) -> datetime:
+    """The notification's time, unless it is missing or further ahead of our clock than skew explains."""
+    if when is None or when > received_at + MAX_CLOCK_SKEW:
+        return received_at
+    return when
 
 
 def parse_time(value: object) -> datetime | None:
@@ -102,12 +117,12 @@ def _required_str(container: dict[str, Any], key: str, path: str) -> str:
         raise InvalidNotification(f"missing field: {path}")
     if not isinstance(value, str) or not value:
         raise InvalidNotification(f"field {path} must be a non-empty string")
-    if len(value) > MAX_KEY_LENGTH:
-        raise InvalidNotification(f"field {path} is longer than {MAX_KEY_LENGTH} characters")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidNotification(f"field {path} is longer than {MAX_KEY_BYTES} bytes (UTF-8)")
     return value
 
 
 def _optional_str(value: object) -> str | None:
-    if isinstance(value, str) and 0 < len(value) <= MAX_KEY_LENGTH:
+    if isinstance(value, str) and value and len(value.encode("utf-8", "surrogatepass")) <= MAX_KEY_BYTES:
         return value
     return None

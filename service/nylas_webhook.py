@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 
@@ -17,6 +18,7 @@ from service import signatures
 from service.bodies import decode_content, read_limited
 from service.errors import (
     DatabaseUnavailable,
+    InvalidNotification,
     MalformedBody,
     MissingChallenge,
     NotConfigured,
@@ -28,6 +30,8 @@ from service.state import Resources
 
 log = structlog.get_logger(__name__)
 JSON = "application/json"
+# Tokens, UUIDs and (URL-safe) base64: what a random challenge is made of; never markup or whitespace.
+CHALLENGE = re.compile(r"[A-Za-z0-9._~+/=:-]{1,512}")
 
 
 async def endpoint(request: Request) -> Response:
@@ -57,6 +61,9 @@ async def challenge(request: Request) -> Response:
     value = request.query_params.get("challenge")
     if value is None:
         raise MissingChallenge()
+    # Nylas sends a random token; echoing anything else verbatim would make this URL a reflector for any text.
+    if not CHALLENGE.fullmatch(value):
+        raise MissingChallenge("the challenge must be 1 to 512 letters, digits or any of . _ ~ + / = : -")
     return PlainTextResponse(value)
 
 
@@ -80,6 +87,11 @@ async def receive(request: Request) -> Response:
         # JSON can only carry U+0000 escaped; PostgreSQL's JSONB refuses it, which would be a 503 on every retry.
         payload = strip_nul(payload)
     notification = parse_notification(payload, received_at=datetime.now(UTC))
+    try:
+        payload_json = orjson.dumps(payload).decode()
+    except orjson.JSONEncodeError as exc:
+        # orjson writes at most 254 levels of nesting (it reads more): no notification Nylas sends comes near.
+        raise InvalidNotification(f"the notification cannot be stored: {exc}") from exc
     event = NewEvent(
         notification_id=notification.id,
         type=notification.type,
@@ -88,7 +100,7 @@ async def receive(request: Request) -> Response:
         object_id=notification.object_id,
         notified_at=notification.notified_at,
         delivery_attempt=notification.delivery_attempt,
-        payload_json=orjson.dumps(payload).decode(),
+        payload_json=payload_json,
         status="received" if notification.trigger is not None else "ignored",
     )
     try:

@@ -187,3 +187,49 @@ async def test_memory_stays_bounded_under_a_stream_of_hostile_bodies(settings: S
         await process.wait()
     assert set(warm) | set(statuses) <= {400, 401, 413, 422}
     assert after - before < 25, f"RSS grew from {before:.0f} MB to {after:.0f} MB"
+
+
+class TestEdgesOfTheEnvelope:
+    async def test_nesting_deeper_than_can_be_stored_is_refused_not_a_crash(
+        self, client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        deep = b'{"a":' * 300 + b"1" + b"}" * 300  # orjson reads 300 levels, but writes at most 254
+        body = orjson.dumps(envelope(message(extra="DEEP"))).replace(b'"DEEP"', deep)
+        status, written = await answer_and_writes(client, sessionmaker, body=body)
+        assert (status, written) == (422, 0)
+
+    async def test_a_delivery_attempt_beyond_int32_is_stored_without_it(
+        self, client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        response = await post(client, envelope(message(), attempt=2**40))
+        assert response.status_code == 200
+        (event,) = await helpers.events(sessionmaker)
+        assert event.delivery_attempt is None
+
+    async def test_a_long_multibyte_id_is_refused_alone(
+        self, client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        """Ids are limited in UTF-8 bytes: 200 emoji are 800 bytes, past the index's limit; batch-mates are stored."""
+        import asyncio
+
+        answers = await asyncio.gather(
+            post(client, envelope(message(message_id="\U0001f600" * 200))),
+            *(post(client, envelope(message(message_id=f"fine{n}"))) for n in range(5)),
+        )
+        assert [a.status_code for a in answers] == [422, 200, 200, 200, 200, 200]
+        assert len(await helpers.events(sessionmaker)) == 5
+
+    async def test_a_notification_dated_in_the_far_future_does_not_freeze_the_message(
+        self, client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+    ) -> None:
+        import time as time_module
+
+        from tests.conftest import drain
+
+        now = int(time_module.time())
+        await post(client, envelope(message(subject="from the future"), time=now + 10 * 365 * 86400))
+        await drain(settings)
+        await post(client, envelope(message(subject="the real update"), type="message.updated", time=now + 60))
+        await drain(settings)
+        (email,) = await helpers.emails(sessionmaker)
+        assert email.subject == "the real update"

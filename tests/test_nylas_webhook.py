@@ -26,10 +26,17 @@ async def assert_nothing_written(sessionmaker: async_sessionmaker[AsyncSession],
 class TestChallenge:
     async def test_echoes_the_challenge_as_bare_text(self, api: httpx.AsyncClient) -> None:
         """Nylas activates a destination only if the GET answers 200 with exactly the challenge value."""
-        response = await api.get("/webhooks/nylas", params={"challenge": "a1b2-c3 d4+"})
+        response = await api.get("/webhooks/nylas", params={"challenge": "a1b2-c3_d4+e5/f6=="})
         assert response.status_code == 200
-        assert response.text == "a1b2-c3 d4+"
+        assert response.text == "a1b2-c3_d4+e5/f6=="
         assert response.headers["content-type"].startswith("text/plain")
+
+    async def test_a_challenge_that_is_not_a_token_is_not_echoed(self, api: httpx.AsyncClient) -> None:
+        """The GET is unsigned: echoing any text would make the webhook URL a reflector for whatever a link says."""
+        for value in ("<script>alert(1)</script>", "a b", "x" * 513, ""):
+            response = await api.get("/webhooks/nylas", params={"challenge": value})
+            assert response.status_code == 400, value
+            assert value not in response.text or not value
 
     async def test_missing_challenge_is_a_clear_400(self, api: httpx.AsyncClient) -> None:
         response = await api.get("/webhooks/nylas")

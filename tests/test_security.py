@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ TOKEN = "security-test-admin-token"
 class RunningApi:
     process: asyncio.subprocess.Process
     client: httpx.AsyncClient
+    port: int
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -39,7 +41,7 @@ class RunningApi:
 
 
 @asynccontextmanager
-async def running_api_process(settings: Settings) -> AsyncIterator[RunningApi]:
+async def running_api_process(settings: Settings, **extra_env: str) -> AsyncIterator[RunningApi]:
     """`mailroom api` as deployed: its own process, so its memory can be read from /proc."""
     port = helpers.free_port()
     env = cli_env(settings) | {
@@ -47,6 +49,7 @@ async def running_api_process(settings: Settings) -> AsyncIterator[RunningApi]:
         "MAILROOM_WEBHOOK_SECRETS": SECRET,
         "MAILROOM_ADMIN_TOKEN": TOKEN,
         "MAILROOM_LOG_LEVEL": "ERROR",
+        **extra_env,
     }
     process = await asyncio.create_subprocess_exec(
         MAILROOM, "api", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
@@ -54,7 +57,7 @@ async def running_api_process(settings: Settings) -> AsyncIterator[RunningApi]:
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             await helpers.until_answering(client, "/healthz", within=30, what="the API")
-            yield RunningApi(process, client)
+            yield RunningApi(process, client, port)
         assert process.returncode is None, "the API stayed up"
     finally:
         process.terminate()
@@ -207,3 +210,72 @@ def test_redis_is_locked_and_only_mailroom_reaches_the_datastores(repo_root: Pat
     api_sources = policies["mailroom-api"]["ingress"][0]["from"]
     assert all("namespaceSelector" in source for source in api_sources), "no pod of this namespace reaches the API"
     assert "networkpolicy.yaml" in (repo_root / "deploy/k8s/kustomization.yaml").read_text()
+
+
+async def raw_exchange(port: int, *parts: bytes, then_wait: float = 0.0) -> bytes:
+    """Send `parts` on a raw connection, stopping once the server answers, and return all it answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    received = bytearray()
+
+    async def read_all() -> None:
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(65536):
+                received.extend(chunk)
+
+    reading = asyncio.create_task(read_all())
+    try:
+        for part in parts:
+            if received or reading.done():
+                break
+            try:
+                writer.write(part)
+                await writer.drain()
+            except ConnectionError:
+                break
+        await asyncio.wait_for(reading, timeout=then_wait + 10)
+    finally:
+        writer.close()
+    return bytes(received)
+
+
+@pytest.mark.slow
+async def test_huge_headers_are_refused_as_they_arrive_and_stall_no_one(settings: Settings) -> None:
+    """Two 100 MB headers once took the API to 411 MB and stalled other requests for 2 s."""
+    async with running_api_process(settings) as api:
+        await api.client.get("/healthz")
+        before = api.rss_mb()
+        chunk = b"a" * (1024 * 1024)
+        head = b"POST /webhooks/nylas HTTP/1.1\r\nhost: x\r\nx-big: "
+
+        async def send_a_huge_header() -> bytes:
+            return await raw_exchange(api.port, head, *([chunk] * 100))
+
+        async def healthz_meanwhile() -> float:
+            started = asyncio.get_running_loop().time()
+            assert (await api.client.get("/healthz")).status_code == 200
+            return asyncio.get_running_loop().time() - started
+
+        answers = await asyncio.gather(send_a_huge_header(), send_a_huge_header(), healthz_meanwhile())
+        assert [answer.split(b"\r\n", 1)[0] for answer in answers[:2]] == [
+            b"HTTP/1.1 431 Request Header Fields Too Large"
+        ] * 2
+        assert answers[2] < 1.0, f"a health check waited {answers[2]:.2f} s"
+        assert api.rss_mb() - before < 20, f"RSS grew from {before:.0f} MB to {api.rss_mb():.0f} MB"
+
+
+@pytest.mark.slow
+async def test_slow_heads_and_bodies_are_timed_out(settings: Settings) -> None:
+    async with running_api_process(
+        settings, MAILROOM_HEADER_TIMEOUT_SECONDS="1", MAILROOM_BODY_TIMEOUT_SECONDS="1"
+    ) as api:
+        started = asyncio.get_running_loop().time()
+        slow_head = await raw_exchange(api.port, b"GET /healthz HTTP/1.1\r\nhost: x\r\n", then_wait=1)
+        assert slow_head.startswith(b"HTTP/1.1 408 Request Timeout")
+        slow_body = await raw_exchange(
+            api.port,
+            b'POST /webhooks/nylas HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{"id"',
+            then_wait=1,
+        )
+        assert slow_body.startswith(b"HTTP/1.1 408 Request Timeout")
+        assert asyncio.get_running_loop().time() - started < 8
+        assert (await api.client.get("/healthz")).status_code == 200, "a prompt client is served as before"

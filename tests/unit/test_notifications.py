@@ -8,7 +8,7 @@ import pytest
 
 from jobs.triggers import Kind, parse_trigger
 from service.errors import InvalidNotification
-from service.notifications import MAX_KEY_LENGTH, parse_notification, parse_time
+from service.notifications import MAX_KEY_BYTES, parse_notification, parse_time
 from tests.notifications import envelope, message
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -103,7 +103,7 @@ def test_empty_id_is_refused() -> None:
 def test_overlong_keys_are_refused() -> None:
     """PostgreSQL cannot index them; storing would fail forever and Nylas would retry forever."""
     with pytest.raises(InvalidNotification, match=r"data\.object\.id is longer"):
-        parse_notification(envelope(message(message_id="x" * (MAX_KEY_LENGTH + 1))), received_at=NOW)
+        parse_notification(envelope(message(message_id="x" * (MAX_KEY_BYTES + 1))), received_at=NOW)
 
 
 def test_v2_deltas_are_refused_with_an_explanation() -> None:
