@@ -20,5 +20,7 @@ def api_server(settings: Settings) -> uvicorn.Server:
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         http=bounded_protocol(settings),
         limit_concurrency=settings.max_concurrency,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or "127.0.0.1",
     )
     return uvicorn.Server(config)

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(default=30.0, gt=0)
     # Connections and requests one API process takes at once; beyond, uvicorn answers 503 (Nylas retries those).
     max_concurrency: int = Field(default=2000, gt=0)
+    # Addresses (comma-separated, CIDR allowed, "*" for any) of the TLS proxies whose X-Forwarded-For/-Proto are
+    # believed; empty: none are (a client could otherwise claim https, or any address for the login limit).
+    trusted_proxies: str = ""
     # Group commit: concurrent deliveries are stored by this many writers, up to this many rows per transaction.
     ingest_writers: int = Field(default=2, gt=0)
     ingest_max_batch: int = Field(default=200, gt=0)

@@ -1,19 +1,33 @@
-"""The admin surface's lock: a bearer token (MAILROOM_ADMIN_TOKEN), or the dashboard's session cookie."""
+"""The admin surface's lock: a bearer token (MAILROOM_ADMIN_TOKEN), or a dashboard session.
+
+Sessions live in Redis (shared by every API process) under a hash of a random id the cookie carries: they expire,
+and logging out revokes them. Failed logins and bearer guesses are counted per client and slowed past a few a
+minute (429), and each one is logged as `admin.auth_failed`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from collections.abc import Awaitable, Callable
 
+import structlog
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from service.errors import ServiceError
 from service.state import Resources
 
+log = structlog.get_logger(__name__)
+
 SESSION_COOKIE = "mailroom_session"
 CSRF_HEADER = "x-mailroom-csrf"
+SESSION_SECONDS = 12 * 3600
+# Failed attempts one client may make per window before it is told to wait.
+FAILURES_ALLOWED = 10
+FAILURE_WINDOW_SECONDS = 60
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -32,12 +46,58 @@ class AdminDisabled(ServiceError):
     code = "admin_disabled"
 
 
-def session_value(token: str) -> str:
-    """What the cookie holds: derived from the token, so the token itself never sits in a browser."""
-    return hmac.new(token.encode(), b"mailroom dashboard session", hashlib.sha256).hexdigest()
+class TooManyFailures(ServiceError):
+    """Too many failed logins or tokens from this client; wait a minute."""
+
+    status_code = 429
+    code = "too_many_failures"
 
 
-def check(request: Request) -> None:
+def _session_key(resources: Resources, session_id: str) -> str:
+    # Only a hash is stored: whoever reads Redis learns no cookie that would open the dashboard.
+    return f"{resources.settings.queue_name}:session:{hashlib.sha256(session_id.encode()).hexdigest()}"
+
+
+def _failures_key(resources: Resources, request: Request) -> str:
+    client = request.client.host if request.client else "unknown"
+    return f"{resources.settings.queue_name}:auth-failures:{client}"
+
+
+async def open_session(resources: Resources) -> str:
+    """A new dashboard session; the returned id goes in the cookie."""
+    session_id = secrets.token_urlsafe(32)
+    await resources.queue.set(_session_key(resources, session_id), b"1", ex=SESSION_SECONDS)
+    return session_id
+
+
+async def close_session(resources: Resources, session_id: str) -> None:
+    await resources.queue.delete(_session_key(resources, session_id))
+
+
+async def refuse_if_failing(resources: Resources, request: Request) -> None:
+    """429 for a client past its failed attempts (fails open while Redis is away: the token still guards)."""
+    try:
+        failures = await resources.queue.get(_failures_key(resources, request))
+    except RedisError:
+        return
+    if failures is not None and int(failures) >= FAILURES_ALLOWED:
+        raise TooManyFailures()
+
+
+async def failed(resources: Resources, request: Request, how: str) -> None:
+    log.warning("admin.auth_failed", how=how, client=request.client.host if request.client else None)
+    try:
+        key = _failures_key(resources, request)
+        async with resources.queue.pipeline(transaction=True) as pipe:
+            # The window starts at the first failure (SET NX EX: EXPIRE NX needs Redis 7).
+            pipe.set(key, 0, ex=FAILURE_WINDOW_SECONDS, nx=True)
+            pipe.incr(key)
+            await pipe.execute()
+    except RedisError:
+        pass
+
+
+async def check(request: Request) -> None:
     resources: Resources = request.state.resources
     token = resources.settings.admin_token.get_secret_value()
     if not token:
@@ -46,18 +106,21 @@ def check(request: Request) -> None:
     scheme, _, given = header.partition(" ")
     if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
         return
-    cookie = request.cookies.get(SESSION_COOKIE, "")
-    if cookie and hmac.compare_digest(cookie.encode(), session_value(token).encode()):
+    await refuse_if_failing(resources, request)
+    session_id = request.cookies.get(SESSION_COOKIE, "")
+    if session_id and await resources.queue.exists(_session_key(resources, session_id)):
         # A cookie rides along on cross-site requests; a custom header cannot be added by another site's form.
         if request.method not in ("GET", "HEAD") and request.headers.get(CSRF_HEADER) != "1":
             raise Unauthorized("a dashboard request that changes something must carry X-Mailroom-CSRF: 1")
         return
+    if header:
+        await failed(resources, request, "bearer")
     raise Unauthorized()
 
 
 def admin(handler: Handler) -> Handler:
     async def guarded(request: Request) -> Response:
-        check(request)
+        await check(request)
         return await handler(request)
 
     guarded.__name__ = handler.__name__

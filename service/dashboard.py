@@ -19,9 +19,9 @@ from starlette.routing import BaseRoute, Route
 from db import emails, webhook_events
 from jobs.heartbeat import live_workers
 from jobs.inspect import cron_status
-from service import health
+from service import auth, health
 from service.admin import database, email_view, event_summary, flag, only_known
-from service.auth import SESSION_COOKIE, admin, session_value
+from service.auth import CSRF_HEADER, SESSION_COOKIE, Unauthorized, admin
 from service.bodies import ADMIN_BODY_LIMIT, read_limited
 from service.state import Resources
 
@@ -35,24 +35,34 @@ async def page(request: Request) -> Response:
 async def login(request: Request) -> Response:
     resources: Resources = request.state.resources
     token = resources.settings.admin_token.get_secret_value()
+    await auth.refuse_if_failing(resources, request)
     form = parse_qs((await read_limited(request, ADMIN_BODY_LIMIT)).decode("utf-8", "replace"))
     given = (form.get("token") or [""])[0]
     if not token or not hmac.compare_digest(given.encode(), token.encode()):
+        await auth.failed(resources, request, "login")
         return JSONResponse({"error": "unauthorized", "detail": "wrong token"}, status_code=401)
     response = RedirectResponse("/dashboard", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
-        session_value(token),
+        await auth.open_session(resources),
         httponly=True,
         samesite="strict",
+        # Behind a TLS proxy, the scheme comes from X-Forwarded-Proto of MAILROOM_TRUSTED_PROXIES only.
         secure=request.url.scheme == "https",
-        max_age=12 * 3600,
+        max_age=auth.SESSION_SECONDS,
     )
     return response
 
 
 async def logout(request: Request) -> Response:
-    response = RedirectResponse("/dashboard", status_code=303)
+    """Revokes the session on the server; a cross-site form cannot log anyone out (it cannot send the header)."""
+    resources: Resources = request.state.resources
+    if request.headers.get(CSRF_HEADER) != "1":
+        raise Unauthorized("logging out must carry X-Mailroom-CSRF: 1")
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        await auth.close_session(resources, session_id)
+    response = JSONResponse({"logged_out": True})
     response.delete_cookie(SESSION_COOKIE)
     return response
 

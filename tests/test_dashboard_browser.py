@@ -111,6 +111,10 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             await expect(events.locator(".pill.s-dead")).to_have_count(0, timeout=10_000)
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+            # Logging out revokes the session: the page comes back to the login form.
+            await page.click("#logout")
+            await expect(page.locator("#login")).to_be_visible()
             await browser.close()
 
     assert [e.status for e in await helpers.events(sessionmaker)] == ["processed", "processed", "processed"]

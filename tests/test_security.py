@@ -16,6 +16,7 @@ import yaml
 from arq.connections import ArqRedis
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from structlog.testing import capture_logs
 
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
@@ -279,3 +280,54 @@ async def test_slow_heads_and_bodies_are_timed_out(settings: Settings) -> None:
         assert slow_body.startswith(b"HTTP/1.1 408 Request Timeout")
         assert asyncio.get_running_loop().time() - started < 8
         assert (await api.client.get("/healthz")).status_code == 200, "a prompt client is served as before"
+
+
+async def test_dashboard_sessions_expire_server_side_and_logout_revokes_them(settings: Settings) -> None:
+    admin_settings = settings.model_copy(update={"admin_token": SecretStr(TOKEN)})
+    async with running_api(admin_settings) as client:
+        login = await client.post("/dashboard/login", data={"token": TOKEN})
+        assert login.status_code == 303
+        cookie = login.cookies["mailroom_session"]
+        assert TOKEN not in cookie and "max-age=43200" in login.headers["set-cookie"].lower()
+        client.cookies.set("mailroom_session", cookie)
+        assert (await client.get("/events")).status_code == 200
+
+        refused = await client.post("/dashboard/logout")
+        assert refused.status_code == 401, "a cross-site form cannot log anyone out"
+        assert (await client.post("/dashboard/logout", headers={"X-Mailroom-CSRF": "1"})).status_code == 200
+        client.cookies.set("mailroom_session", cookie)  # a copy of the cookie kept from before
+        assert (await client.get("/events")).status_code == 401, "the session is revoked on the server"
+
+        second = (await client.post("/dashboard/login", data={"token": TOKEN})).cookies["mailroom_session"]
+        assert second != cookie, "every login is a new session"
+
+
+async def test_guessing_is_slowed_and_logged(settings: Settings) -> None:
+    admin_settings = settings.model_copy(update={"admin_token": SecretStr(TOKEN)})
+    async with running_api(admin_settings) as client:
+        with capture_logs() as logs:
+            answers = [
+                (await client.post("/dashboard/login", data={"token": f"guess-{n}"})).status_code for n in range(6)
+            ]
+            answers += [
+                (await client.get("/events", headers={"Authorization": f"Bearer guess-{n}"})).status_code
+                for n in range(6)
+            ]
+        assert answers == [401] * 10 + [429] * 2
+        assert len([entry for entry in logs if entry["event"] == "admin.auth_failed"]) == 10
+        locked = await client.post("/dashboard/login", data={"token": TOKEN})
+        assert locked.status_code == 429, "even the right token waits out the window"
+        assert (await client.get("/events", headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 200, (
+            "a valid bearer token (an operator's script) is never locked out by someone else's guesses"
+        )
+
+
+@pytest.mark.slow
+async def test_the_cookie_is_secure_only_behind_a_trusted_tls_proxy(settings: Settings) -> None:
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    async with running_api_process(settings) as api:
+        login = await api.client.post("/dashboard/login", data={"token": TOKEN}, headers=forwarded)
+        assert "secure" not in login.headers["set-cookie"].lower(), "no proxy is trusted by default"
+    async with running_api_process(settings, MAILROOM_TRUSTED_PROXIES="127.0.0.1") as api:
+        login = await api.client.post("/dashboard/login", data={"token": TOKEN}, headers=forwarded)
+        assert "; secure" in login.headers["set-cookie"].lower()
