@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +39,12 @@ def decide(config: RulesConfig, *, label: str, grant_id: str, message_id: str, e
 
 
 def render(template: str, email: EmailView) -> str:
+    """The draft's HTML body: the operator's template, with the sender's words escaped (a subject or a name is text
+    from a stranger and must not become markup in someone's drafts) and line breaks kept."""
     first = email.from_name.split()[0] if email.from_name.strip() else email.from_email.partition("@")[0]
     values = {"subject": email.subject, "from_name": email.from_name, "from_email": email.from_email}
-    return template.format_map({**values, "first_name": first})
+    escaped = {name: html.escape(value) for name, value in {**values, "first_name": first}.items()}
+    return template.format_map(escaped).replace("\n", "<br>\n")
 
 
 def reply_subject(subject: str) -> str:

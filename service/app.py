@@ -18,6 +18,7 @@ from service import admin, dashboard, health, nylas_webhook, openapi
 from service.bodies import BoundedBodies
 from service.errors import ServiceError, handle_redis_error, handle_service_error
 from service.event_writer import EventWriter
+from service.headers import SecurityHeaders
 from service.state import AppState, Resources
 
 
@@ -75,7 +76,10 @@ def create_app(settings: Settings) -> Starlette:
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(BoundedBodies, own_limit=frozenset({"/webhooks/nylas"}))],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(BoundedBodies, own_limit=frozenset({"/webhooks/nylas"})),
+        ],
         lifespan=lifespan,
         exception_handlers={ServiceError: handle_service_error, RedisError: handle_redis_error},
     )

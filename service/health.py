@@ -53,7 +53,8 @@ async def readyz(request: Request) -> Response:
         except (DatabaseError, OSError, TimeoutError) as exc:
             checks.setdefault(name, f"unreachable: {type(exc).__name__}")
         except Exception as exc:
-            checks.setdefault(name, f"failed: {type(exc).__name__}: {exc}")
+            # The kind of failure only: an exception's text names internal hosts and ports, and /readyz is public.
+            checks.setdefault(name, f"failed: {type(exc).__name__}")
     # Without a secret every delivery is refused: not ready, so no load balancer sends Nylas here.
     checks["webhook_secrets"] = (
         "ok" if resources.settings.webhook_secrets else "not set: every delivery is refused (MAILROOM_WEBHOOK_SECRETS)"

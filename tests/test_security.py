@@ -331,3 +331,26 @@ async def test_the_cookie_is_secure_only_behind_a_trusted_tls_proxy(settings: Se
     async with running_api_process(settings, MAILROOM_TRUSTED_PROXIES="127.0.0.1") as api:
         login = await api.client.post("/dashboard/login", data={"token": TOKEN}, headers=forwarded)
         assert "; secure" in login.headers["set-cookie"].lower()
+
+
+async def test_security_headers_and_a_script_nonce_on_the_dashboard(settings: Settings) -> None:
+    async with running_api(settings) as client:
+        for path in ("/healthz", "/openapi.json", "/webhooks/nylas?challenge=abc"):
+            answer = await client.get(path)
+            assert answer.headers["x-content-type-options"] == "nosniff", path
+            assert answer.headers["x-frame-options"] == "DENY", path
+            assert answer.headers["referrer-policy"] == "no-referrer", path
+        page = await client.get("/dashboard")
+        policy = page.headers["content-security-policy"]
+        nonce = policy.split("'nonce-", 1)[1].split("'", 1)[0]
+        assert f'<script nonce="{nonce}">' in page.text and "frame-ancestors 'none'" in policy
+        assert "'unsafe-inline'" not in policy.split("script-src", 1)[1].split(";", 1)[0]
+        assert (await client.get("/dashboard")).headers["content-security-policy"] != policy, "a nonce per page"
+
+
+async def test_readiness_does_not_tell_strangers_where_the_servers_are(settings: Settings) -> None:
+    hidden = settings.model_copy(update={"database_url": "postgresql://me@127.0.0.2:5999/app"})
+    async with running_api(hidden) as client:
+        answer = await client.get("/readyz")
+    assert answer.status_code == 503
+    assert "127.0.0.2" not in answer.text and "5999" not in answer.text

@@ -138,3 +138,15 @@ def test_dead_letters_keep_the_traceback() -> None:
     except TransientError as exc:
         failure = judge(exc, attempt=3, settings=make_settings(job_max_tries=3))
     assert failure.traceback is not None and "still down" in failure.traceback
+
+
+def test_a_strangers_subject_and_name_never_become_markup_in_a_draft() -> None:
+    email = view(
+        subject='<img src=x onerror="steal()">',
+        **{"from": [{"name": "<b>Mallory</b> Evil", "email": "m@x.com"}]},
+    )
+    (_, draft) = decide(SHIPPED, label="urgent", grant_id="g", message_id="m", email=email)
+    body = draft.params["body"]
+    assert "<img" not in body and "<b>" not in body
+    assert "&lt;img src=x onerror=&quot;steal()&quot;&gt;" in body and body.startswith("Hi &lt;b&gt;Mallory&lt;/b&gt;,")
+    assert "<br>" in body, "the template's line breaks survive in HTML"
