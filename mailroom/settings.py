@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+MAX_WEBHOOK_SECRETS = 4
+
 
 class Settings(BaseSettings):
     """Everything the API, the worker and the CLI need; every field is documented in the README."""
@@ -110,6 +112,14 @@ class Settings(BaseSettings):
     def _split_secrets(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _few_secrets(cls, value: list[SecretStr]) -> list[SecretStr]:
+        # Every delivery is checked against each one: the list is for rotation (new,old), not a key ring.
+        if len(value) > MAX_WEBHOOK_SECRETS:
+            raise ValueError(f"{len(value)} secrets; at most {MAX_WEBHOOK_SECRETS} (rotation needs two)")
         return value
 
     @field_validator("database_url")

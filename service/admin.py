@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -46,12 +46,15 @@ def mask(value: str | None) -> str | None:
 
 
 def _time(value: str | None) -> datetime | None:
+    """An ISO 8601 time (UTC when no offset is given), between the years 1 and 9999 once in UTC: a time whose offset
+    carries it past either end cannot be sent to PostgreSQL, and must be a 400, not a 503."""
     if value is None:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise BadRequest(f"not an ISO 8601 time: {value!r}") from exc
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        raise BadRequest(f"not an ISO 8601 time between the years 1 and 9999 (UTC): {value!r}") from exc
 
 
 MAX_ID = 2**63 - 1  # PostgreSQL's bigint

@@ -142,3 +142,11 @@ async def test_api_warns_loudly_without_a_webhook_secret(settings: Settings) -> 
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), timeout=30)
+
+
+async def test_more_webhook_secrets_than_rotation_needs_are_refused(settings: Settings) -> None:
+    """Each delivery's HMAC is computed under every secret: the list is for rotation, not an unbounded key ring."""
+    secrets = ",".join(f"rotation-secret-{n:04d}" for n in range(5))
+    code, _, err = await mailroom(settings, "stats", env={"MAILROOM_WEBHOOK_SECRETS": secrets})
+    assert code == 2
+    assert "MAILROOM_WEBHOOK_SECRETS: 5 secrets; at most 4" in one_line(err)

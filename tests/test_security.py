@@ -354,3 +354,15 @@ async def test_readiness_does_not_tell_strangers_where_the_servers_are(settings:
         answer = await client.get("/readyz")
     assert answer.status_code == 503
     assert "127.0.0.2" not in answer.text and "5999" not in answer.text
+
+
+async def test_times_past_the_ends_of_the_calendar_are_a_400_not_a_503(settings: Settings) -> None:
+    admin_settings = settings.model_copy(update={"admin_token": SecretStr(TOKEN)})
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with running_api(admin_settings) as client:
+        for value in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+            answer = await client.get("/events", params={"since": value}, headers=auth)
+            assert answer.status_code == 400, (value, answer.text)
+            replay = await client.post("/replay", json={"until": value}, headers=auth)
+            assert replay.status_code == 400, (value, replay.text)
+        assert (await client.get("/events", params={"since": "2026-01-01"}, headers=auth)).status_code == 200
