@@ -366,3 +366,24 @@ async def test_times_past_the_ends_of_the_calendar_are_a_400_not_a_503(settings:
             replay = await client.post("/replay", json={"until": value}, headers=auth)
             assert replay.status_code == 400, (value, replay.text)
         assert (await client.get("/events", params={"since": "2026-01-01"}, headers=auth)).status_code == 200
+
+
+def test_containers_and_pods_run_with_least_privilege(repo_root: Path) -> None:
+    namespace = yaml.safe_load((repo_root / "deploy/k8s/namespace.yaml").read_text())
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for name in ("api.yaml", "worker.yaml", "migrate-job.yaml"):
+        (workload,) = [d for d in yaml.safe_load_all((repo_root / "deploy/k8s" / name).read_text()) if "spec" in d][:1]
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True, name
+            assert context["capabilities"] == {"drop": ["ALL"]}, name
+    compose = yaml.safe_load((repo_root / "compose.yaml").read_text())
+    for role in ("migrate", "api", "worker"):
+        service = compose["services"][role]
+        assert service["cap_drop"] == ["ALL"] and service["read_only"] is True, role
+        assert "no-new-privileges:true" in service["security_opt"] and service["mem_limit"], role
+    ignored = (repo_root / ".dockerignore").read_text().splitlines()
+    assert {".env", ".venv", ".git", ".mailroom", "deploy/k8s/secrets.env"} <= set(ignored)
