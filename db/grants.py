@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, bindparam, case, func, select, update
+from sqlalchemy import Table, bindparam, case, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,12 +14,22 @@ from db.uow import execute_core
 
 _GRANTS = cast(Table, Grant.__table__)
 _ENSURE = insert(_GRANTS).values(grant_id=bindparam("v_grant_id")).on_conflict_do_nothing()
+# The same, answering the grant's status in the one round trip (a known grant is read, not written).
+_ENSURE_STATUS = text(
+    "WITH added AS (INSERT INTO grants (grant_id) VALUES (:v_grant_id) ON CONFLICT DO NOTHING RETURNING status) "
+    "SELECT status FROM added UNION ALL SELECT status FROM grants WHERE grant_id = :v_grant_id LIMIT 1"
+)
 _MAY_CALL = select(_GRANTS.c.paused_at, _GRANTS.c.status).where(_GRANTS.c.grant_id == bindparam("grant_id"))
 
 
 async def ensure(session: AsyncSession, grant_id: str) -> None:
     """Know about a grant the first time one of its messages arrives."""
     await execute_core(session, _ENSURE, {"v_grant_id": grant_id})
+
+
+async def ensure_status(session: AsyncSession, grant_id: str) -> str:
+    """`ensure`, answering the grant's status (`deleted`: its mail must not be stored again)."""
+    return str((await execute_core(session, _ENSURE_STATUS, {"v_grant_id": grant_id})).scalar_one())
 
 
 async def apply_state(

@@ -135,7 +135,12 @@ async def _apply(
     columns = email_columns(message)
     with translate_errors():
         async with unit_of_work(jc.sessionmaker) as session:
-            await grants.ensure(session, grant_id)
+            if await grants.ensure_status(session, grant_id) == "deleted":
+                # The user left (grant.deleted erased their mail): a late notification must not bring content back.
+                await webhook_events.mark_processed(session, event.id)
+                await erasure.erase_message(session, grant_id, message_id)
+                await stage_runs.finish(session, run_id, status="skipped", detail={"grant_deleted": True})
+                return "processed"
             stored = await emails.upsert(
                 session,
                 grant_id=grant_id,

@@ -159,3 +159,17 @@ async def test_retention_erases_old_content_and_deduplication_still_holds(
     assert not holds_content(by_id["old"]) and holds_content(by_id["new"])
     again = await post(api, old)
     assert again.json()["status"] == "duplicate", "the notification id outlives its content"
+
+
+async def test_mail_arriving_after_grant_deleted_is_not_stored(
+    settings: Settings, api: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], fake_nylas: FakeNylas
+) -> None:
+    await post(api, envelope(grant_object(grant_id="gone", code=25013), type="grant.deleted"))
+    await drain(settings)
+    late = message(grant_id="gone", message_id="late", subject="Still here?", body="<p>content</p>")
+    answer = await post(api, envelope(late))
+    assert answer.json()["status"] == "queued"
+    await drain(settings)
+    assert [e.message_id for e in await helpers.emails(sessionmaker)] == []
+    (event,) = [e for e in await rows(sessionmaker, WebhookEvent) if e.type == "message.created"]
+    assert event.status == "processed" and set(event.payload["data"]["object"]) == {"id", "grant_id", "object"}
