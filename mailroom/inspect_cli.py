@@ -40,6 +40,12 @@ async def connections(
         await engine.dispose()
 
 
+async def confirmed(question: str, *, yes: bool) -> bool:
+    """An operator's go-ahead for a destructive command: `--yes`, or "y" typed at the prompt."""
+    answer = "yes" if yes else await asyncio.to_thread(input, f"{question} [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
 def positive(value: str) -> int:
     """argparse type: a whole number from 1 on (a negative --limit must be a usage error, not a traceback)."""
     try:
@@ -209,8 +215,7 @@ async def run_purge(settings: Settings, args: argparse.Namespace, out: Console) 
             _show(out, rows, as_json=False, title="would purge")
             out.print("dry run: nothing purged")
             return 0
-        answer = "yes" if args.yes else await asyncio.to_thread(input, "purge them? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
+        if not await confirmed("purge them?", yes=args.yes):
             out.print("nothing purged")
             return 1
         async with unit_of_work(sessionmaker) as session:

@@ -169,7 +169,7 @@ def add_erase_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def run_erase(settings: Settings, args: argparse.Namespace, out: Console) -> int:
     """An erasure request: every piece of one grant's content, from every table; ids and counts stay."""
-    from mailroom.inspect_cli import connections
+    from mailroom.inspect_cli import confirmed, connections
 
     async with connections(settings, "erase") as (_, sessionmaker):
         async with sessionmaker() as session:
@@ -182,8 +182,7 @@ async def run_erase(settings: Settings, args: argparse.Namespace, out: Console) 
         if args.dry_run or not (found.emails or found.events or found.actions):
             out.print("dry run: nothing erased" if args.dry_run else "nothing to erase")
             return 0
-        answer = "yes" if args.yes else await asyncio.to_thread(input, "erase it? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
+        if not await confirmed("erase it?", yes=args.yes):
             out.print("nothing erased")
             return 1
         async with unit_of_work(sessionmaker) as session:
