@@ -15,7 +15,7 @@ import orjson
 import structlog
 import uvloop
 from arq.jobs import Job
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from rich.console import Console
 
 from mailroom import dev_run
@@ -73,8 +73,6 @@ def _with_dev_fake_nylas(settings: Settings) -> Settings:
     dev = dev_run.read(settings.data_dir)
     if dev is None or dev.fake_nylas_url is None or dev.fake_nylas_key is None:
         return settings
-    from pydantic import SecretStr
-
     log.info("mailroom.fake_nylas", url=dev.fake_nylas_url, source="mailroom dev --fake-nylas")
     return settings.model_copy(
         update={"nylas_api_uri": dev.fake_nylas_url, "nylas_api_key": SecretStr(dev.fake_nylas_key)}

@@ -49,8 +49,9 @@ def prepare(settings: Settings, *, fake: FakeNylasServer | None) -> tuple[Settin
         update["admin_token"] = SecretStr(secrets.token_urlsafe(16))
         notes.append("admin token made for this run: set MAILROOM_ADMIN_TOKEN to choose one")
     if not settings.webhook_secrets:
-        update["webhook_secrets"] = [SecretStr(secrets.token_urlsafe(16))]
-        notes.append("webhook secret made for this run: set MAILROOM_WEBHOOK_SECRETS to the one Nylas gave you")
+        made = secrets.token_urlsafe(16)
+        update["webhook_secrets"] = [SecretStr(made)]
+        notes.append(f"webhook secret made for this run: {made} (set MAILROOM_WEBHOOK_SECRETS to Nylas's)")
     if fake is not None:
         update["nylas_api_uri"] = fake.url
         update["nylas_api_key"] = SecretStr(FAKE_API_KEY)
