@@ -29,7 +29,12 @@ async def ensure(session: AsyncSession, grant_id: str) -> None:
 
 async def ensure_status(session: AsyncSession, grant_id: str) -> str:
     """`ensure`, answering the grant's status (`deleted`: its mail must not be stored again)."""
-    return str((await execute_core(session, _ENSURE_STATUS, {"v_grant_id": grant_id})).scalar_one())
+    status = (await execute_core(session, _ENSURE_STATUS, {"v_grant_id": grant_id})).scalar_one_or_none()
+    if status is None:
+        # A concurrent transaction inserted the grant while this statement ran: the insert then did nothing, and the
+        # row it waited for is not in this statement's snapshot. The next statement sees it.
+        status = (await execute_core(session, _MAY_CALL, {"grant_id": grant_id})).one()[1]
+    return str(status)
 
 
 async def apply_state(

@@ -24,6 +24,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     body_timeout = 30.0
 
     _head_bytes = 0
+    _parsed_head_bytes = 0
     _in_head = True
     _refused = False
     _timer: asyncio.TimerHandle | None = None
@@ -39,25 +40,49 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # answered already: what the client still sends is read and dropped (see _refuse)
-        if self._in_head:
+        in_head = self._in_head
+        super().data_received(data)
+        # Counted only while the head is still incomplete after this read: a read that finished the head also
+        # carries the start of the body, which is not head. The parser holds at most one read past the limit.
+        if in_head and self._in_head:
             self._head_bytes += len(data)
             if self._head_bytes > self.max_header_bytes:
                 self._refuse(431)
-                return
-        super().data_received(data)
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        """Exact sizes from the parser, for a head that arrives (and ends) within one read."""
+        self._parsed_head_bytes += size
+        if self._parsed_head_bytes > self.max_header_bytes and not self._refused:
+            self._refuse(431)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
+        self._head_bytes = self._parsed_head_bytes = 0
         self._arm(self.header_timeout)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_bytes = 0
+        if self._refused:
+            return  # refused while parsing this head: no application runs for it
         self._arm(self.body_timeout)
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._refused:
+            return  # the lingering close's timer stays armed
         self._disarm()
         super().on_message_complete()
 

@@ -32,8 +32,10 @@ class Settings(BaseSettings):
     # Comma-separated so a secret can be rotated: add the new one, switch Nylas over, remove the old one.
     webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
-    # Admin surface (later issues); bearer token.
+    # Admin surface; bearer token.
     admin_token: SecretStr = SecretStr("")
+    # Failed logins and wrong bearer tokens one client may send a minute before it is answered 429.
+    auth_failures_per_minute: int = Field(default=10, gt=0)
 
     # HTTP edge.
     host: str = "127.0.0.1"

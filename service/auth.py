@@ -25,8 +25,7 @@ log = structlog.get_logger(__name__)
 SESSION_COOKIE = "mailroom_session"
 CSRF_HEADER = "x-mailroom-csrf"
 SESSION_SECONDS = 12 * 3600
-# Failed attempts one client may make per window before it is told to wait.
-FAILURES_ALLOWED = 10
+# Failed attempts are counted per client over this window (MAILROOM_AUTH_FAILURES_PER_MINUTE of them are allowed).
 FAILURE_WINDOW_SECONDS = 60
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -80,7 +79,7 @@ async def refuse_if_failing(resources: Resources, request: Request) -> None:
         failures = await resources.queue.get(_failures_key(resources, request))
     except RedisError:
         return
-    if failures is not None and int(failures) >= FAILURES_ALLOWED:
+    if failures is not None and int(failures) >= resources.settings.auth_failures_per_minute:
         raise TooManyFailures()
 
 
@@ -106,8 +105,10 @@ async def check(request: Request) -> None:
     scheme, _, given = header.partition(" ")
     if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
         return
-    await refuse_if_failing(resources, request)
     session_id = request.cookies.get(SESSION_COOKIE, "")
+    if not header and not session_id:
+        raise Unauthorized()  # no credentials at all: nothing was guessed
+    await refuse_if_failing(resources, request)
     if session_id and await resources.queue.exists(_session_key(resources, session_id)):
         # A cookie rides along on cross-site requests; a custom header cannot be added by another site's form.
         if request.method not in ("GET", "HEAD") and request.headers.get(CSRF_HEADER) != "1":

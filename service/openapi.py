@@ -25,6 +25,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "a missing or wrong admin token (or a missing CSRF header with a dashboard session)",
         404: "no such thing",
         409: "nothing to replay",
+        429: "too many failed logins or wrong tokens from this client in the last minute",
         413: "the body is larger than this endpoint accepts (64 KiB)",
         503: "the admin token is not configured, or the database is unavailable",
     }
@@ -117,7 +118,14 @@ SPEC: dict[str, Any] = {
             },
             "get": {
                 "summary": "Nylas's challenge: echoes `challenge` as text",
-                "parameters": [{"name": "challenge", "in": "query", "required": True, "schema": {"type": "string"}}],
+                "parameters": [
+                    {
+                        "name": "challenge",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._~+/=:-]{1,512}$"},
+                    }
+                ],
                 "responses": {"200": {"description": "the challenge, bare"}, **_errors(400)},
             },
         },
@@ -129,7 +137,7 @@ SPEC: dict[str, Any] = {
                 "responses": {
                     "200": {"description": "the job"},
                     "404": {"description": "no such job"},
-                    **_errors(401, 503),
+                    **_errors(401, 429, 503),
                 },
             }
         },
@@ -170,7 +178,7 @@ SPEC: dict[str, Any] = {
                             }
                         },
                     },
-                    **_errors(400, 401, 503),
+                    **_errors(400, 401, 429, 503),
                 },
             }
         },
@@ -179,7 +187,7 @@ SPEC: dict[str, Any] = {
                 "summary": "One event with its email (masked unless `reveal`), timeline and actions",
                 "security": _AUTH,
                 "parameters": [_EVENT_ID, {"name": "reveal", "in": "query", "schema": {"type": "boolean"}}],
-                "responses": {"200": {"description": "the event"}, **_errors(400, 401, 404, 503)},
+                "responses": {"200": {"description": "the event"}, **_errors(400, 401, 404, 429, 503)},
             }
         },
         "/events/{event_id}/replay": {
@@ -187,7 +195,7 @@ SPEC: dict[str, Any] = {
                 "summary": "Replay the event's dead stage (`force` re-runs done stages)",
                 "security": _AUTH,
                 "parameters": [_EVENT_ID, {"name": "force", "in": "query", "schema": {"type": "boolean"}}],
-                "responses": {"200": {"description": "what was replayed"}, **_errors(400, 401, 404, 409, 503)},
+                "responses": {"200": {"description": "what was replayed"}, **_errors(400, 401, 404, 409, 429, 503)},
             }
         },
         "/replay": {
@@ -215,7 +223,7 @@ SPEC: dict[str, Any] = {
                         }
                     }
                 },
-                "responses": {"200": {"description": "counts"}, **_errors(400, 401, 413, 503)},
+                "responses": {"200": {"description": "counts"}, **_errors(400, 401, 413, 429, 503)},
             }
         },
         "/erase": {
@@ -235,7 +243,7 @@ SPEC: dict[str, Any] = {
                         }
                     },
                 },
-                "responses": {"200": {"description": "counts"}, **_errors(400, 401, 413, 503)},
+                "responses": {"200": {"description": "counts"}, **_errors(400, 401, 413, 429, 503)},
             }
         },
         "/api/overview": {
@@ -243,7 +251,7 @@ SPEC: dict[str, Any] = {
                 "summary": "What the dashboard polls: depth, workers, totals, cron, dead letters",
                 "security": _AUTH,
                 "parameters": [{"name": "reveal", "in": "query", "schema": {"type": "boolean"}}],
-                "responses": {"200": {"description": "the overview"}, **_errors(400, 401, 503)},
+                "responses": {"200": {"description": "the overview"}, **_errors(400, 401, 429, 503)},
             }
         },
     },

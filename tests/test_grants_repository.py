@@ -1,0 +1,42 @@
+"""db.grants against a real PostgreSQL, where concurrency decides the answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db import grants
+from mailroom.settings import Settings
+
+
+async def test_ensure_status_answers_while_another_transaction_adds_the_same_grant(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The insert waits for the other transaction and then does nothing, and the row it waited for is not in its own
+    statement's snapshot: the status must still come back (it raised NoResultFound, failing a process run)."""
+    async with sessionmaker() as first, first.begin():
+        assert await grants.ensure_status(first, "raced") == "active"
+
+        async def second_ensure() -> str:
+            async with sessionmaker() as second, second.begin():
+                return await grants.ensure_status(second, "raced")
+
+        waiting = asyncio.create_task(second_ensure())
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await _someone_waits_on_a_lock(sessionmaker):
+            assert asyncio.get_running_loop().time() < deadline, "the second insert never waited for the first"
+            await asyncio.sleep(0.01)
+        assert not waiting.done()
+    assert await asyncio.wait_for(waiting, timeout=10) == "active"
+
+
+async def _someone_waits_on_a_lock(sessionmaker: async_sessionmaker[AsyncSession]) -> bool:
+    async with sessionmaker() as session:
+        waiting = await session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return bool(waiting)
