@@ -125,7 +125,10 @@ _MARK_PROCESSED = (
         processed_at=func.now(),
         updated_at=func.now(),
         # The body is stored once, in emails.body: a processed notification no longer needs its copy.
-        payload=text("payload #- '{data,object,body}'"),
+        # (Left alone otherwise: rewriting an unchanged JSONB value costs PostgreSQL CPU on every event.)
+        payload=text(
+            "CASE WHEN payload->'data'->'object' ? 'body' THEN payload #- '{data,object,body}' ELSE payload END"
+        ),
     )
 )
 

@@ -20,7 +20,7 @@ from db import cron_runs
 from db.errors import translate_errors
 from db.uow import unit_of_work
 from jobs.context import JobContext
-from jobs.sweep import sweep
+from jobs.sweep import erase_expired, sweep
 from jobs.sync import sync_recent_emails
 
 log = structlog.get_logger(__name__)
@@ -77,3 +77,7 @@ async def sweep_cron(ctx: dict[str, Any]) -> dict[str, Any]:
 
 async def sync_cron(ctx: dict[str, Any]) -> dict[str, Any]:
     return await run_once(JobContext.from_ctx(ctx), "sync_recent_emails", tick_of(ctx), sync_recent_emails)
+
+
+async def retention_cron(ctx: dict[str, Any]) -> dict[str, Any]:
+    return await run_once(JobContext.from_ctx(ctx), "retention", tick_of(ctx), erase_expired)

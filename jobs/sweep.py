@@ -5,6 +5,8 @@ This is what makes a failed enqueue, a Redis restart or a Redis flush lose nothi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,12 +50,28 @@ async def sweep(jc: JobContext) -> dict[str, Any]:
         "emails_stuck": len(waiting),
         "emails_requeued": len(requeued_emails),
     }
-    if jc.settings.retention_days:
-        expired = datetime.now(UTC) - timedelta(days=jc.settings.retention_days)
-        with translate_errors():
-            async with unit_of_work(jc.sessionmaker) as session:
-                erased = await erasure.erase_older_than(session, expired, limit=jc.settings.sweep_batch)
-        result |= {"erased_emails": erased.emails, "erased_events": erased.events}
+
     if requeued_events or requeued_emails:
         log.warning("sweep.requeued", **result)
     return result
+
+
+async def erase_expired(jc: JobContext, tick: str = "") -> dict[str, Any]:
+    """Retention (hourly cron): content older than MAILROOM_RETENTION_DAYS goes, a batch per transaction, until
+    none is left or most of the job's time is used."""
+    if not jc.settings.retention_days:
+        return {"retention": "off"}
+    expired = datetime.now(UTC) - timedelta(days=jc.settings.retention_days)
+    total = erasure.Erased()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(jc.settings.job_timeout * 0.8):
+            while True:
+                with translate_errors():
+                    async with unit_of_work(jc.sessionmaker) as session:
+                        erased = await erasure.erase_older_than(session, expired, limit=jc.settings.sweep_batch)
+                total += erased
+                if max(erased.emails, erased.events) < jc.settings.sweep_batch:
+                    break
+    if total.emails or total.events:
+        log.info("retention.erased", emails=total.emails, events=total.events, actions=total.actions)
+    return {"erased_emails": total.emails, "erased_events": total.events}

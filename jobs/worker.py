@@ -20,7 +20,7 @@ from jobs.arguments import checked
 from jobs.chain import act, classify
 from jobs.classifier import build_classifier
 from jobs.context import CTX_KEY, JobContext
-from jobs.cron import sweep_cron, sync_cron
+from jobs.cron import retention_cron, sweep_cron, sync_cron
 from jobs.heartbeat import Heartbeat
 from jobs.nylas_client import NylasGateway
 from jobs.process_event import process_event
@@ -146,6 +146,8 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
             second=0,
             timeout=settings.job_timeout,
         ),
+        # Hourly, off the hour's other work: old content is erased in batches (README, Security).
+        cron(retention_cron, name="cron:retention", minute=23, second=30, timeout=settings.job_timeout),
     ]
 
 

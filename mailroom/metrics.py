@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -85,7 +86,13 @@ _HISTOGRAMS = "histograms"
 
 
 def _field(name: str, labels: dict[str, str], extra: str = "") -> str:
-    return orjson.dumps([name, sorted(labels.items()), extra]).decode()
+    return _field_of(name, tuple(sorted(labels.items())), extra)
+
+
+@functools.lru_cache(maxsize=4096)
+def _field_of(name: str, labels: tuple[tuple[str, str], ...], extra: str) -> str:
+    """The Redis hash field for one series (cached: the webhook counts several series on every request)."""
+    return orjson.dumps([name, labels, extra]).decode()
 
 
 class Metrics:

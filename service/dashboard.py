@@ -97,6 +97,7 @@ async def overview(request: Request) -> Response:
     schedule = {
         "sweep": set(range(60)),
         "sync_recent_emails": set(range(0, 60, settings.sync_interval_minutes)),
+        **({"retention": {23}} if settings.retention_days else {}),
     }
     with database():
         async with resources.sessionmaker() as session:

@@ -14,13 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.erasure import EMAIL_CONTENT
 from db.models import Action, Email, WebhookEvent
+from jobs.sweep import erase_expired
+from jobs.worker import build_context, close_context
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
 from tests.conftest import drain, running_api
 from tests.notifications import envelope, grant_object, message, post
 from tests.test_cli import mailroom
-from tests.test_sweep_and_cron import sweep_now
 
 TOKEN = "privacy-test-admin-token"
 
@@ -153,8 +154,12 @@ async def test_retention_erases_old_content_and_deduplication_still_holds(
             update(WebhookEvent).where(WebhookEvent.object_id == "old").values(received_at=three_days_ago)
         )
 
-    found = await sweep_now(settings.model_copy(update={"retention_days": 2}), redis)
-    assert (found["erased_emails"], found["erased_events"]) == (1, 1)
+    jc = build_context(settings.model_copy(update={"retention_days": 2}), redis)
+    try:
+        found = await erase_expired(jc)
+    finally:
+        await close_context(jc)
+    assert found == {"erased_emails": 1, "erased_events": 1}
     by_id = {e.message_id: e for e in await helpers.emails(sessionmaker)}
     assert not holds_content(by_id["old"]) and holds_content(by_id["new"])
     again = await post(api, old)

@@ -21,16 +21,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.add_column("emails", sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("webhook_events", sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True))
-    # Retention looks for old rows that still hold content; these stay small as erased rows leave them.
-    op.create_index(
-        "ix_emails_created_at_not_erased", "emails", ["created_at"], postgresql_where=sa.text("erased_at IS NULL")
-    )
-    op.create_index(
-        "ix_webhook_events_received_at_not_erased",
-        "webhook_events",
-        ["received_at"],
-        postgresql_where=sa.text("erased_at IS NULL"),
-    )
+    # Retention looks for old rows by time. BRIN, not b-tree: it costs next to nothing on the hot path's inserts and
+    # updates (a b-tree here slowed the worker measurably), and time-ordered rows are what BRIN is for.
+    op.create_index("ix_emails_created_at_brin", "emails", ["created_at"], postgresql_using="brin")
+    op.create_index("ix_webhook_events_received_at_brin", "webhook_events", ["received_at"], postgresql_using="brin")
     # The body is stored once, in emails.body: drop it from what is already in emails.raw and in processed events.
     op.execute("UPDATE emails SET raw = raw - 'body' WHERE raw ? 'body'")
     op.execute(
@@ -40,7 +34,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_webhook_events_received_at_not_erased", table_name="webhook_events")
-    op.drop_index("ix_emails_created_at_not_erased", table_name="emails")
+    op.drop_index("ix_webhook_events_received_at_brin", table_name="webhook_events")
+    op.drop_index("ix_emails_created_at_brin", table_name="emails")
     op.drop_column("webhook_events", "erased_at")
     op.drop_column("emails", "erased_at")
