@@ -7,12 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MAX_WEBHOOK_SECRETS = 4
+
+
+def _check_port(parts: SplitResult) -> None:
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError:
+        raise ValueError("the port is not a number") from None
 
 
 class Settings(BaseSettings):
@@ -152,10 +159,7 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("expected redis://host:6379/0, rediss://… (TLS) or unix:///path/to/redis.sock")
-        try:
-            parts.port  # noqa: B018 - urlsplit checks the port only when it is read
-        except ValueError:
-            raise ValueError("the port is not a number") from None
+        _check_port(parts)
         if parts.scheme != "unix" and not parts.hostname:
             raise ValueError("no host; expected redis://host:6379/0")
         database = parts.path.strip("/")
@@ -169,10 +173,7 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("expected https://api.us.nylas.com (or https://api.eu.nylas.com)")
-        try:
-            parts.port  # noqa: B018 - urlsplit checks the port only when it is read
-        except ValueError:
-            raise ValueError("the port is not a number") from None
+        _check_port(parts)
         return value
 
     @property
