@@ -17,11 +17,6 @@ def async_url(url: str) -> URL:
     return parsed
 
 
-def redacted(url: str) -> str:
-    """The URL without its password, for logs and start-up banners."""
-    return make_url(url).render_as_string(hide_password=True)
-
-
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 

@@ -13,6 +13,7 @@ from arq.constants import job_key_prefix
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db import emails
 from db.models import CronRun, Email, WebhookEvent
 from jobs.enqueue import deserialize
 from jobs.heartbeat import live_workers
@@ -62,7 +63,7 @@ async def database_counts(session: AsyncSession) -> dict[str, Any]:
             )
         ).all()
     )
-    dead_emails = await session.scalar(select(func.count()).select_from(Email).where(Email.dead_at.is_not(None)))
+    dead_emails = await emails.count_dead(session)
     parked_emails = await session.scalar(select(func.count()).select_from(Email).where(Email.parked_at.is_not(None)))
     return {
         "events": {status: int(events.get(status, 0)) for status in OPEN_EVENT_STATUSES},

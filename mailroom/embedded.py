@@ -90,7 +90,6 @@ class SharedRedis:
 
     def __init__(self, data_dir: Path) -> None:
         self.dir = data_dir.resolve()
-        self._state = self.dir / "redis.json"
         self._users = self.dir / "redis.users.json"
         self._lock = self.dir / "redis.lock"
         # Unix socket paths are limited to ~107 bytes: a short path in the temp folder, one per data folder.
@@ -187,7 +186,6 @@ class SharedRedis:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the embedded Redis did not start; see {self.dir / 'redis.log'}")
             time.sleep(0.02)
-        self._state.write_text(json.dumps({"socket": str(self.socket)}))
 
     def _stop(self) -> None:
         client = self._client()
@@ -202,7 +200,6 @@ class SharedRedis:
         deadline = time.monotonic() + 10
         while self.socket.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        self._state.unlink(missing_ok=True)
 
 
 def start(data_dir: Path, *, postgres: bool, redis: bool) -> EmbeddedServers:
