@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Executable, Table, bindparam, func, literal_column, select, update
+from sqlalchemy import Executable, Table, bindparam, func, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -260,3 +260,90 @@ async def pipeline_states(session: AsyncSession, email_ids: Sequence[int]) -> di
     """Where each of these emails is in the chain (unknown ids are absent)."""
     stmt = select(Email.id, Email.pipeline_state).where(Email.id.in_(email_ids))
     return {row[0]: row[1] for row in await session.execute(stmt)}
+
+
+@dataclass(frozen=True, slots=True)
+class NewState:
+    """One message's newest state for `store_many`, with what the batch made of it when it is new."""
+
+    grant_id: str
+    message_id: str
+    state_at: datetime
+    first_received_at: datetime | None
+    columns: dict[str, Any]
+    classification: str | None  # None: not classified here (the classify stage will)
+    pipeline_state: str  # where a new email starts: classify, act or done
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    email_id: int
+    grant_id: str
+    message_id: str
+    inserted: bool
+    written: bool
+    pipeline_state: str
+    waiting: bool
+
+
+_RECORD_COLUMNS = (
+    "grant_id text, message_id text, state_at timestamptz, first_received_at timestamptz, thread_id text, "
+    'subject text, from_ jsonb, from_email text, "to" jsonb, cc jsonb, bcc jsonb, reply_to jsonb, date timestamptz, '
+    "snippet text, body text, folders text[], unread boolean, starred boolean, raw jsonb, classification text, "
+    "pipeline_state text"
+)
+_CONTENT = EMAIL_COLUMNS
+_QUOTED = {name: f'"{name}"' if name == "to" else name for name in _CONTENT}
+# The batch worker's upsert: every message of a batch in one statement, read from one JSON array (cheaper to send
+# than a bind parameter per column and row). A new email arrives classified, at the stage the batch reached; a
+# known one gets the newer content and stays where its chain is. Same ordering rule as `upsert`.
+_STORE_MANY = text(
+    f"""
+    INSERT INTO emails (grant_id, message_id, state_at, first_received_at, deleted_at,
+                        {", ".join(_QUOTED.values())}, classification, classified_at, pipeline_state)
+    SELECT r.grant_id, r.message_id, r.state_at, r.first_received_at, NULL,
+           {", ".join("r." + q for q in _QUOTED.values())}, r.classification,
+           CASE WHEN r.classification IS NULL THEN NULL ELSE now() END, r.pipeline_state
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({_RECORD_COLUMNS})
+    ON CONFLICT (grant_id, message_id) DO UPDATE SET
+        {", ".join(f"{q} = excluded.{q}" for q in _QUOTED.values())},
+        deleted_at = NULL, state_at = excluded.state_at, updated_at = now()
+    WHERE emails.state_at <= excluded.state_at
+    RETURNING id, grant_id, message_id, xmax = 0, pipeline_state, dead_at IS NOT NULL OR parked_at IS NOT NULL
+    """
+)
+_KNOWN_STATES = text(
+    """
+    SELECT e.id, e.grant_id, e.message_id, e.pipeline_state, e.dead_at IS NOT NULL OR e.parked_at IS NOT NULL
+    FROM emails e JOIN unnest(CAST(:g AS text[]), CAST(:m AS text[])) AS k(g, m)
+         ON e.grant_id = k.g AND e.message_id = k.m
+    """
+)
+
+
+def state_row(state: NewState) -> dict[str, Any]:
+    """The JSON object `store_many` reads for one message (raises if a value cannot be sent as JSON)."""
+    return {
+        **state.columns,
+        "grant_id": state.grant_id,
+        "message_id": state.message_id,
+        "state_at": state.state_at,
+        "first_received_at": state.first_received_at,
+        "classification": state.classification,
+        "pipeline_state": state.pipeline_state,
+    }
+
+
+async def store_many(session: AsyncSession, rows_json: bytes, keys: Sequence[tuple[str, str]]) -> list[StoredState]:
+    """Store each state unless a newer one is stored; `rows_json` is a JSON array of `state_row`s, one per message
+    (at most one per message, sorted by key so that concurrent batches lock rows in one order)."""
+    result = await execute_core(session, _STORE_MANY, {"rows": rows_json.decode()})
+    stored = [StoredState(row[0], row[1], row[2], bool(row[3]), True, row[4], bool(row[5])) for row in result]
+    written = {(s.grant_id, s.message_id) for s in stored}
+    older = [key for key in keys if key not in written]
+    if older:
+        # A newer state was stored already: these were not written; their rows are read for the timeline.
+        params = {"g": [g for g, _ in older], "m": [m for _, m in older]}
+        for row in await execute_core(session, _KNOWN_STATES, params):
+            stored.append(StoredState(row[0], row[1], row[2], False, False, row[3], bool(row[4])))
+    return stored

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
@@ -138,3 +140,35 @@ async def oldest_sync(session: AsyncSession) -> datetime | None:
         Grant.status == "active", Grant.paused_at.is_(None)
     )
     return cast(datetime | None, await session.scalar(stmt))
+
+
+@dataclass(frozen=True, slots=True)
+class GrantState:
+    status: str
+    paused: bool
+
+    @property
+    def may_call_nylas(self) -> bool:
+        return not self.paused and self.status == "active"
+
+
+# `ensure_status` for many grants in one round trip. A grant inserted meanwhile by another transaction is in
+# neither half of the answer (see ensure_status); the caller treats an absent grant as one to look at alone.
+_ENSURE_MANY = text(
+    """
+    WITH wanted AS (SELECT DISTINCT unnest(CAST(:grant_ids AS text[])) AS grant_id ORDER BY 1),
+    added AS (
+        INSERT INTO grants (grant_id) SELECT grant_id FROM wanted ON CONFLICT DO NOTHING
+        RETURNING grant_id, status, paused_at IS NOT NULL
+    )
+    SELECT * FROM added
+    UNION ALL
+    SELECT g.grant_id, g.status, g.paused_at IS NOT NULL FROM grants g JOIN wanted USING (grant_id)
+    """
+)
+
+
+async def ensure_many(session: AsyncSession, grant_ids: Sequence[str]) -> dict[str, GrantState]:
+    """Know about each grant and answer its state (absent: inserted concurrently, not visible to this statement)."""
+    rows = await execute_core(session, _ENSURE_MANY, {"grant_ids": sorted(set(grant_ids))})
+    return {grant_id: GrantState(status, bool(paused)) for grant_id, status, paused in rows}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import BigInteger, Table, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -93,3 +93,21 @@ async def timeline(session: AsyncSession, *, email_id: int | None, event_id: int
         return []
     stmt = select(StageRun).where(or_(*conditions)).order_by(StageRun.started_at, StageRun.id)
     return list((await session.execute(stmt)).scalars())
+
+
+# Finished runs, many at once: the batch worker records a batch's runs when it commits the batch's results.
+_RECORD_MANY = text(
+    """
+    INSERT INTO stage_runs (stage, attempt, event_id, email_id, grant_id, job_id, status, error, detail,
+                            started_at, finished_at)
+    SELECT stage, attempt, event_id, email_id, grant_id, job_id, status, error, detail, started_at, now()
+    FROM jsonb_to_recordset(CAST(:runs AS jsonb)) AS r(stage text, attempt integer, event_id bigint, email_id bigint,
+         grant_id text, job_id text, status text, error text, detail jsonb, started_at timestamptz)
+    """
+)
+
+
+async def record_many(session: AsyncSession, runs_json: bytes) -> None:
+    """`runs_json`: a JSON array of finished runs (stage, attempt, event_id, email_id, grant_id, job_id, status,
+    error, detail, started_at)."""
+    await execute_core(session, _RECORD_MANY, {"runs": runs_json.decode()})

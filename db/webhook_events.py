@@ -266,3 +266,62 @@ async def statuses(session: AsyncSession, event_ids: Sequence[int]) -> dict[int,
     """The status of each of these events (unknown ids are absent): why a replay by id did nothing."""
     stmt = select(WebhookEvent.id, WebhookEvent.status).where(WebhookEvent.id.in_(event_ids))
     return {row[0]: row[1] for row in await session.execute(stmt)}
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedEvent:
+    """An event claimed by a batch: what processing it needs, without the whole stored payload."""
+
+    id: int
+    type: str
+    grant_id: str | None
+    object_id: str | None
+    notified_at: datetime
+    received_at: datetime
+    attempts: int
+    object_json: str | None  # the notification's `data.object`, as JSON text (decoded only when used)
+
+
+# Claims what is waiting, and what a killed worker left `processing` for longer than a run may take (so a batch
+# never takes an event another live run holds). One statement for the whole batch.
+_CLAIM_MANY = text(
+    """
+    UPDATE webhook_events SET status = 'processing', attempts = attempts + 1, updated_at = now()
+    WHERE id = ANY(CAST(:ids AS bigint[]))
+      AND (status IN ('received', 'queued')
+           OR (status = 'processing' AND updated_at < now() - make_interval(secs => :stale_s)))
+    RETURNING id, type, grant_id, object_id, notified_at, received_at, attempts, (payload->'data'->'object')::text
+    """
+)
+
+
+async def claim_many(session: AsyncSession, event_ids: Sequence[int], *, stale_after_s: float) -> list[ClaimedEvent]:
+    """Claim these events for one batch run and count the attempt; events done or held by a live run are left out."""
+    rows = await execute_core(session, _CLAIM_MANY, {"ids": list(event_ids), "stale_s": float(stale_after_s)})
+    return [ClaimedEvent(*row) for row in rows]
+
+
+_GIVE_BACK = text(
+    """
+    UPDATE webhook_events SET status = 'queued', attempts = greatest(attempts - 1, 0), updated_at = now()
+    WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'processing'
+    """
+)
+
+
+async def give_back(session: AsyncSession, event_ids: Sequence[int]) -> None:
+    """A claim that did not run (throttled, handed to another job, shutting down): not a spent try."""
+    await execute_core(session, _GIVE_BACK, {"ids": list(event_ids)})
+
+
+_MARK_PROCESSED_MANY = text(
+    """
+    UPDATE webhook_events SET status = 'processed', last_error = NULL, processed_at = now(), updated_at = now(),
+        payload = CASE WHEN payload->'data'->'object' ? 'body' THEN payload #- '{data,object,body}' ELSE payload END
+    WHERE id = ANY(CAST(:ids AS bigint[]))
+    """
+)
+
+
+async def mark_processed_many(session: AsyncSession, event_ids: Sequence[int]) -> None:
+    await execute_core(session, _MARK_PROCESSED_MANY, {"ids": list(event_ids)})

@@ -15,12 +15,18 @@ import structlog
 log = structlog.get_logger(__name__)
 
 MAX_ID = 2**63 - 1  # PostgreSQL bigint
+MAX_BATCH = 10_000
 Check = Callable[[object], bool]
 Job = TypeVar("Job", bound=Callable[..., Awaitable[Any]])
 
 
 def row_id(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID
+
+
+def row_ids(value: object) -> bool:
+    """A batch's event ids: a non-empty list, no longer than a group commit may make, of row ids."""
+    return isinstance(value, list) and 0 < len(value) <= MAX_BATCH and all(row_id(v) for v in value)
 
 
 def flag(value: object) -> bool:

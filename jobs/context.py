@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from jobs.classifier import Classifier
 from jobs.heartbeat import Heartbeat
+from jobs.message_fetch import Fetcher
 from jobs.nylas_client import NylasGateway
 from jobs.rules import RulesConfig
 from jobs.throttle import GrantThrottle
@@ -25,6 +26,7 @@ class JobContext:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     nylas: NylasGateway
+    fetcher: Fetcher  # the batch worker's message fetches
     queue: ArqRedis
     throttle: GrantThrottle
     rules: RulesConfig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from arq.jobs import Job, serialize_job
 from arq.utils import timestamp_ms
 
 PROCESS_EVENT = "process_event"
+PROCESS_EVENTS = "process_events"
 CLASSIFY = "classify"
 ACT = "act"
 SYNC_GRANT = "sync_grant"
@@ -79,20 +81,35 @@ return queued
 
 
 class ProcessEventEnqueuer:
-    """Queues many events' `process_event` jobs in one round trip, in arq's own job format."""
+    """Queues events' jobs in one round trip, in arq's own job format: one `process_events` job for the lot (the
+    batch worker), or one `process_event` job each."""
 
-    def __init__(self, queue: ArqRedis) -> None:
+    def __init__(self, queue: ArqRedis, *, batches: bool = True) -> None:
         self._queue = queue
+        self._batches = batches
         self._script = queue.register_script(_ENQUEUE_MANY)
 
-    async def enqueue(self, event_ids: Sequence[int]) -> int:
-        """Returns how many were queued now (the others already had a job)."""
+    async def enqueue(self, event_ids: Sequence[int], *, defer_ms: int = 0) -> int:
+        """Returns how many jobs were queued now (per-event jobs: the others already had one)."""
+        if not event_ids:
+            return 0
         now = timestamp_ms()
+        score = now + max(0, defer_ms)
         args: list[str | bytes | int] = []
-        for event_id in event_ids:
-            payload = serialize_job(PROCESS_EVENT, (event_id,), {}, None, now, serializer=serialize)
-            args += [process_event_job_id(event_id), payload, now, expires_extra_ms]
+        if self._batches:
+            ids = list(event_ids)
+            payload = serialize_job(PROCESS_EVENTS, (ids,), {}, None, score, serializer=serialize)
+            args += [batch_job_id(ids), payload, score, expires_extra_ms + max(0, defer_ms)]
+        else:
+            for event_id in event_ids:
+                payload = serialize_job(PROCESS_EVENT, (event_id,), {}, None, score, serializer=serialize)
+                args += [process_event_job_id(event_id), payload, score, expires_extra_ms + max(0, defer_ms)]
         return int(await self._script(keys=[self._queue.default_queue_name], args=args))
+
+
+def batch_job_id(event_ids: Sequence[int]) -> str:
+    """Unique per job: a batch's events are claimed by whichever run gets them first, so no id needs to dedupe."""
+    return f"{PROCESS_EVENTS}:{event_ids[0]}+{len(event_ids) - 1}:{uuid.uuid4().hex[:12]}"
 
 
 def stage_job_id(stage: str, email_id: int) -> str:
@@ -124,12 +141,28 @@ async def is_live(queue: ArqRedis, job_id: str) -> bool:
     return bool(await queue.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id))
 
 
-async def requeue(queue: ArqRedis, job_id: str, function: str, *args: Any) -> bool:
+async def batched_event_ids(queue: ArqRedis) -> set[int]:
+    """Events a live `process_events` job holds (queued, deferred or running): the sweeper leaves those alone."""
+    prefix = (PROCESS_EVENTS + ":").encode()
+    members = [m for m in await queue.zrange(queue.default_queue_name, 0, -1) if m.startswith(prefix)]
+    if not members:
+        return set()
+    ids: set[int] = set()
+    for raw in await queue.mget([job_key_prefix + m.decode() for m in members]):
+        if raw:
+            # arq's job format (arq.jobs.serialize_job): the arguments are under "a".
+            (event_ids,) = deserialize(raw)["a"]
+            ids.update(event_ids)
+    return ids
+
+
+async def requeue(queue: ArqRedis, job_id: str, function: str, *args: Any, defer_s: float = 0.0) -> bool:
     """Enqueue a job again under its own id, dropping a kept result that would make arq refuse it."""
     if await is_live(queue, job_id):
         return False
     await queue.delete(result_key_prefix + job_id)
-    return await queue.enqueue_job(function, *args, _job_id=job_id) is not None
+    defer = timedelta(seconds=defer_s) if defer_s > 0 else None
+    return await queue.enqueue_job(function, *args, _job_id=job_id, _defer_by=defer) is not None
 
 
 async def enqueue_test_task(queue: ArqRedis, message: str) -> Job | None:

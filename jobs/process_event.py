@@ -17,6 +17,7 @@ from db import emails, erasure, grants, stage_runs, webhook_events
 from db.errors import translate_errors
 from db.models import WebhookEvent
 from db.uow import unit_of_work
+from db.webhook_events import ClaimedEvent
 from jobs.calls import defer_for, note_rate_limit
 from jobs.chain import carry_on
 from jobs.context import JobContext
@@ -87,7 +88,7 @@ async def process_event(ctx: dict[str, Any], event_id: int) -> str:
         async with asyncio.timeout(jc.settings.job_timeout * 0.9):
             outcome = await _apply(jc, claimed, trigger, run_id, fetched=needs_fetch, then=next_stage)
     except Exception as exc:
-        return await _failed(jc, claimed, run_id, exc, bound)
+        return await record_failure(jc, claimed, run_id, exc, bound)
     jc.metrics.inc("mailroom_jobs", stage="process", outcome="succeeded")
     jc.metrics.observe("mailroom_stage_duration_seconds", time.monotonic() - started, stage="process")
     if trigger.kind is Kind.MESSAGE:
@@ -218,7 +219,10 @@ async def _apply_grant(jc: JobContext, event: WebhookEvent, trigger: Trigger, ru
     return "processed"
 
 
-async def _failed(jc: JobContext, event: WebhookEvent, run_id: int, exc: Exception, bound: Any) -> str:
+async def record_failure(
+    jc: JobContext, event: WebhookEvent | ClaimedEvent, run_id: int, exc: Exception, bound: Any
+) -> str:
+    """The policy's verdict on a failed run of the event, recorded; a retry raises arq.Retry with its delay."""
     failure = judge(exc, attempt=event.attempts, settings=jc.settings)
     count(jc.metrics, "process", failure.verdict)
     assert event.grant_id is not None or failure.verdict in (Verdict.RETRY, Verdict.DEAD)

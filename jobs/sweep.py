@@ -16,7 +16,14 @@ from db import emails, erasure, webhook_events
 from db.errors import translate_errors
 from db.uow import unit_of_work
 from jobs.context import JobContext
-from jobs.enqueue import PROCESS_EVENT, STAGE_JOBS, process_event_job_id, requeue, stage_job_id
+from jobs.enqueue import (
+    PROCESS_EVENT,
+    STAGE_JOBS,
+    batched_event_ids,
+    process_event_job_id,
+    requeue,
+    stage_job_id,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -27,10 +34,11 @@ async def sweep(jc: JobContext) -> dict[str, Any]:
         async with jc.sessionmaker() as session:
             event_ids = await webhook_events.stuck(session, older_than=cutoff, limit=jc.settings.sweep_batch)
             waiting = await emails.stuck(session, older_than=cutoff, limit=jc.settings.sweep_batch)
+    batched = await batched_event_ids(jc.queue) if event_ids else set()
     requeued_events = [
         event_id
         for event_id in event_ids
-        if await requeue(jc.queue, process_event_job_id(event_id), PROCESS_EVENT, event_id)
+        if event_id not in batched and await requeue(jc.queue, process_event_job_id(event_id), PROCESS_EVENT, event_id)
     ]
     requeued_emails = [
         email_id

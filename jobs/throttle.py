@@ -19,6 +19,33 @@ end
 return 0
 """
 
+# The same for many grants in one round trip. KEYS: (cool-down, counter) per grant; ARGV[1] limit, ARGV[2] window
+# ms, then the calls wanted per grant. Returns, per grant, the calls granted now and the milliseconds until more.
+_ACQUIRE_MANY = """
+local out = {}
+local limit = tonumber(ARGV[1])
+for i = 1, #KEYS, 2 do
+  local wanted = tonumber(ARGV[2 + (i + 1) / 2])
+  local cool = redis.call('PTTL', KEYS[i])
+  if cool > 0 then
+    out[#out + 1] = 0
+    out[#out + 1] = cool
+  else
+    local count = redis.call('INCRBY', KEYS[i + 1], wanted)
+    if count == wanted then redis.call('PEXPIRE', KEYS[i + 1], ARGV[2]) end
+    local granted = math.max(0, math.min(wanted, limit - (count - wanted)))
+    local left = 0
+    if granted < wanted then
+      left = redis.call('PTTL', KEYS[i + 1])
+      if left < 0 then left = tonumber(ARGV[2]) end
+    end
+    out[#out + 1] = granted
+    out[#out + 1] = left
+  end
+end
+return out
+"""
+
 
 class GrantThrottle:
     """Fixed one-second windows per grant: simple, and exact enough at the rates Nylas and providers allow."""
@@ -29,6 +56,7 @@ class GrantThrottle:
         self._window_ms = window_ms
         self._prefix = prefix
         self._acquire = redis.register_script(_ACQUIRE)
+        self._acquire_many = redis.register_script(_ACQUIRE_MANY)
 
     async def acquire(self, grant_id: str) -> float:
         """Take a call for the grant; 0.0 when it may go now, else the seconds to wait before asking again."""
@@ -37,6 +65,15 @@ class GrantThrottle:
             args=[self._rate, self._window_ms],
         )
         return int(waited) / 1000
+
+    async def acquire_many(self, wanted: dict[str, int]) -> dict[str, tuple[int, float]]:
+        """Take up to `wanted[grant]` calls per grant at once: grant -> (calls granted, seconds until more)."""
+        if not wanted:
+            return {}
+        grants = sorted(wanted)
+        keys = [key for g in grants for key in (f"{self._prefix}:cool:{g}", f"{self._prefix}:rate:{g}")]
+        answer = await self._acquire_many(keys=keys, args=[self._rate, self._window_ms, *(wanted[g] for g in grants)])
+        return {g: (int(answer[2 * n]), int(answer[2 * n + 1]) / 1000) for n, g in enumerate(grants)}
 
     async def cool_down(self, grant_id: str, seconds: float) -> None:
         """After a 429: no calls for this grant until the provider's Retry-After has passed."""

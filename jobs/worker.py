@@ -12,6 +12,7 @@ from arq import Worker
 from arq.connections import ArqRedis, RedisSettings
 from arq.cron import CronJob, cron
 from arq.worker import Function, func
+from nylas import Client
 from redis.exceptions import RedisError
 
 from db.engine import create_engine, create_sessionmaker
@@ -22,7 +23,9 @@ from jobs.classifier import build_classifier
 from jobs.context import CTX_KEY, JobContext
 from jobs.cron import retention_cron, sweep_cron, sync_cron
 from jobs.heartbeat import Heartbeat
+from jobs.message_fetch import Fetcher, HttpFetcher, SdkFetcher
 from jobs.nylas_client import NylasGateway
+from jobs.process_batch import process_events
 from jobs.process_event import process_event
 from jobs.rules import load_rules
 from jobs.sync import sync_grant
@@ -51,18 +54,34 @@ def build_context(settings: Settings, queue: ArqRedis, *, application_name: str 
     )
     rules = load_rules(settings.rules_file)
     metrics = Metrics(queue)
+    gateway = NylasGateway(
+        api_key=settings.nylas_api_key.get_secret_value(),
+        api_uri=settings.nylas_api_uri,
+        timeout=settings.nylas_timeout,
+        # One thread per job slot: a job never waits for a thread while holding its slot.
+        threads=settings.worker_concurrency,
+        metrics=metrics,
+    )
+    fetcher: Fetcher = (
+        SdkFetcher(gateway)
+        if settings.nylas_fetch == "sdk"
+        else HttpFetcher(
+            Client(
+                api_key=settings.nylas_api_key.get_secret_value(),
+                api_uri=settings.nylas_api_uri.rstrip("/"),
+                timeout=settings.nylas_timeout,
+            ),
+            timeout=settings.nylas_timeout,
+            connections=settings.nylas_connections,
+            metrics=metrics,
+        )
+    )
     return JobContext(
         settings=settings,
         engine=engine,
         sessionmaker=create_sessionmaker(engine),
-        nylas=NylasGateway(
-            api_key=settings.nylas_api_key.get_secret_value(),
-            api_uri=settings.nylas_api_uri,
-            timeout=settings.nylas_timeout,
-            # One thread per job slot: a job never waits for a thread while holding its slot.
-            threads=settings.worker_concurrency,
-            metrics=metrics,
-        ),
+        nylas=gateway,
+        fetcher=fetcher,
         queue=queue,
         throttle=GrantThrottle(queue, rate=settings.nylas_rate_per_grant),
         rules=rules,
@@ -74,6 +93,7 @@ def build_context(settings: Settings, queue: ArqRedis, *, application_name: str 
 
 async def close_context(jc: JobContext) -> None:
     await jc.metrics.aclose()
+    await jc.fetcher.aclose()
     jc.nylas.close()
     await jc.engine.dispose()
 
@@ -114,6 +134,12 @@ def functions(settings: Settings) -> list[Function]:
         func(
             checked(event_id=arguments.row_id)(process_event),
             name=enqueue.PROCESS_EVENT,
+            timeout=timeout,
+            max_tries=ARQ_MAX_TRIES,
+        ),
+        func(
+            checked(event_ids=arguments.row_ids)(process_events),
+            name=enqueue.PROCESS_EVENTS,
             timeout=timeout,
             max_tries=ARQ_MAX_TRIES,
         ),

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from db import emails, webhook_events
 from db.engine import create_engine, create_sessionmaker
 from db.uow import unit_of_work
-from jobs.enqueue import open_queue
+from jobs.enqueue import batched_event_ids, open_queue
 from jobs.heartbeat import live_workers
 from jobs.inspect import database_counts, queued_count, queued_jobs, redis_depth
 from mailroom.settings import Settings
@@ -206,7 +206,7 @@ async def run_purge(settings: Settings, args: argparse.Namespace, out: Console) 
         job_ids = [raw.decode() for raw in waiting]
         event_ids = [
             int(j.split(":")[1]) for j in job_ids if j.startswith("process_event:") and j.split(":")[1].isdigit()
-        ]
+        ] + sorted(await batched_event_ids(queue))
         out.print(f"{len(job_ids)} jobs in {settings.queue_name}, {len(event_ids)} of them for webhook events")
         if not job_ids:
             return 0

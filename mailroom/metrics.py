@@ -61,6 +61,10 @@ COUNTERS = {
         ("attempt",),
         (("1",), ("2",), ("3",), ("4+",)),
     ),
+    "mailroom_nylas_fetches_saved": Spec(
+        "Message fetches not made because the batch held several notifications of one message (fetched once)",
+        zeros=((),),
+    ),
     "mailroom_webhook_duplicates": Spec("Webhook deliveries of a notification already stored"),
     "mailroom_signature_failures": Spec("Webhook deliveries refused for a missing or wrong signature", zeros=((),)),
     "mailroom_jobs": Spec("Stage runs finished, by stage and outcome", ("stage", "outcome")),

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     job_timeout: float = Field(default=30.0, gt=0)
     # Run an email's next stage in the job that finished the one before (see jobs/chain.py); off: a job per stage.
     chain_inline: bool = True
+    # Batches: the API queues one `process_events` job per group commit (at most ingest_max_batch events); the
+    # worker claims, fetches, stores and chains them together. Off: one `process_event` job per event, as before.
+    batch_worker: bool = True
+    # Message fetches one worker process keeps in flight to Nylas (its connection pool).
+    nylas_connections: int = Field(default=100, gt=0)
+    # `http`: the SDK's request on aiohttp (jobs/message_fetch.py); `sdk`: through the SDK's own calls on threads.
+    nylas_fetch: Literal["http", "sdk"] = "http"
     # Retry policy, one for every stage; the defaults mirror the Celery guide (3 tries, about a minute apart).
     job_max_tries: int = Field(default=3, gt=0)
     retry_base_delay: float = Field(default=60.0, ge=0)

@@ -46,7 +46,11 @@ def create_app(settings: Settings) -> Starlette:
             webhook_secrets=tuple(secret.get_secret_value() for secret in settings.webhook_secrets),
             metrics=Metrics(queue),
             writer=EventWriter(
-                sessionmaker, queue, max_batch=settings.ingest_max_batch, writers=settings.ingest_writers
+                sessionmaker,
+                queue,
+                max_batch=settings.ingest_max_batch,
+                writers=settings.ingest_writers,
+                batches=settings.batch_worker,
             ),
         )
         resources.metrics.start()

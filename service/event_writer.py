@@ -45,9 +45,11 @@ class EventWriter:
         *,
         max_batch: int,
         writers: int,
+        batches: bool = True,
     ) -> None:
         self._sessionmaker = sessionmaker
-        self._enqueuer = ProcessEventEnqueuer(queue)
+        # One job for the whole group commit: the batch worker takes the lot in a few statements.
+        self._enqueuer = ProcessEventEnqueuer(queue, batches=batches)
         self._max_batch = max_batch
         self._writers = writers
         self._waiting: list[_Waiting] = []

@@ -38,7 +38,7 @@ async def test_a_burst_with_redeliveries_stores_each_notification_once(
     for notification_id, answers in by_notification.items():
         assert {a["event_id"] for a in answers} == {events[notification_id].id}
         assert sorted(str(a["status"]) for a in answers) == ["duplicate"] * (len(answers) - 1) + ["queued"]
-    assert sorted(await helpers.queued_job_ids(redis)) == sorted(f"process_event:{e.id}" for e in events.values())
+    assert await helpers.queued_event_ids(redis) == sorted(e.id for e in events.values())
     assert {e.status for e in events.values()} == {"queued"}
 
 

@@ -63,7 +63,7 @@ class TestAccepted:
         assert event.status == "queued"
         assert event.payload == payload
         assert event.notified_at.timestamp() == payload["time"]
-        assert await helpers.queued_job_ids(redis) == [f"process_event:{event.id}"]
+        assert await helpers.queued_event_ids(redis) == [event.id]
 
     async def test_signature_header_is_matched_case_insensitively_and_with_sha256_prefix(
         self, api: httpx.AsyncClient

@@ -106,7 +106,7 @@ async def test_purge_dry_run_lists_and_removes_nothing(
         await post(api, envelope(message(message_id=f"m{n}")))
     code, out, err = await mailroom(settings, "purge", "--dry-run", "--yes")
     assert code == 0, err
-    assert "would purge (2)" in out and "process_event:1" in out and "process_event:2" in out
+    assert "would purge (2)" in out and "process_events:1+0" in out and "process_events:2+0" in out
     assert "nothing purged" in out
     assert len(await helpers.queued_job_ids(redis)) == 2
     assert [e.status for e in await helpers.events(sessionmaker)] == ["queued"] * 2

