@@ -67,7 +67,13 @@ class _Message:
 
 
 async def process_events(ctx: dict[str, Any], event_ids: list[int]) -> dict[str, int]:
-    """Returns counts: claimed, stored, handed on (to per-event jobs), deferred (throttled), failed."""
+    """Job: its events run in the worker's next batch, with those of the other jobs running now (jobs/batcher.py).
+    Returns that batch's counts: claimed, stored, handed on (to per-event jobs), deferred (throttled), failed."""
+    return await JobContext.from_ctx(ctx).batcher.submit(ctx, event_ids)
+
+
+async def run_batch(ctx: dict[str, Any], event_ids: list[int], job_of: dict[int, str | None]) -> dict[str, int]:
+    """One batch: `job_of` names the job that brought each event (the timeline records it)."""
     jc = JobContext.from_ctx(ctx)
     began_at = datetime.now(UTC)
     started = time.monotonic()
@@ -86,7 +92,7 @@ async def process_events(ctx: dict[str, Any], event_ids: list[int]) -> dict[str,
         return {"claimed": 0}
     unfinished = {e.id for e in claimed}
     try:
-        counts = await _run(ctx, claimed, states, unfinished, began_at=began_at, started=started)
+        counts = await _run(ctx, claimed, states, unfinished, job_of, began_at=began_at, started=started)
     except asyncio.CancelledError:
         # SIGTERM past its grace, or the job's timeout: what this run had not finished goes back, untried.
         if unfinished:
@@ -101,12 +107,12 @@ async def _run(
     claimed: list[ClaimedEvent],
     states: dict[str, grants.GrantState],
     unfinished: set[int],
+    job_of: dict[int, str | None],
     *,
     began_at: datetime,
     started: float,
 ) -> dict[str, int]:
     jc = JobContext.from_ctx(ctx)
-    job_id = ctx.get("job_id")
     messages, solo = _by_message(claimed, states)
     counts = {"claimed": len(claimed), "stored": 0, "handed_on": len(solo), "deferred": 0, "failed": 0}
     if solo:
@@ -118,7 +124,7 @@ async def _run(
     await _fetch(jc, messages)
 
     ready = [(key, m) for key, m in sorted(messages.items()) if m.error is None and _prepare(jc, key, m)]
-    stored = await _store(jc, ready, job_id=job_id, began_at=began_at)
+    stored = await _store(jc, ready, job_of=job_of, began_at=began_at)
     counts["stored"] = sum(len(messages[key].events) for key in stored)
     unfinished.difference_update(e.id for key in stored for e in messages[key].events)
     _observe(jc, [messages[key] for key in stored], stored, started=started)
@@ -127,7 +133,7 @@ async def _run(
         if message.error is not None:
             counts["failed"] += len(message.events)
             for event in message.events:
-                await _fail(jc, event, message.error, job_id=job_id)
+                await _fail(jc, event, message.error, job_id=job_of.get(event.id))
                 unfinished.discard(event.id)
     await _carry_on(ctx, stored.values(), started=started)
     if counts["failed"] or counts["deferred"] or counts["handed_on"]:
@@ -252,13 +258,13 @@ def _classify(jc: JobContext, columns: dict[str, Any]) -> tuple[str | None, str 
 
 
 async def _store(
-    jc: JobContext, ready: list[tuple[Key, _Message]], *, job_id: str | None, began_at: datetime
+    jc: JobContext, ready: list[tuple[Key, _Message]], *, job_of: dict[int, str | None], began_at: datetime
 ) -> dict[Key, StoredState]:
     """One transaction for the lot; if the server refuses something in it, each email alone (the bad one fails)."""
     if not ready:
         return {}
     try:
-        return await _write(jc, ready, job_id=job_id, began_at=began_at)
+        return await _write(jc, ready, job_of=job_of, began_at=began_at)
     except DatabaseError as exc:
         if not exc.refused or len(ready) == 1:
             # Each of these fails as its own run would: the policy retries them (or, refused, dead-letters them).
@@ -267,12 +273,12 @@ async def _store(
             return {}
     stored: dict[Key, StoredState] = {}
     for one in ready:
-        stored |= await _store(jc, [one], job_id=job_id, began_at=began_at)
+        stored |= await _store(jc, [one], job_of=job_of, began_at=began_at)
     return stored
 
 
 async def _write(
-    jc: JobContext, ready: list[tuple[Key, _Message]], *, job_id: str | None, began_at: datetime
+    jc: JobContext, ready: list[tuple[Key, _Message]], *, job_of: dict[int, str | None], began_at: datetime
 ) -> dict[Key, StoredState]:
     rows = b"[" + b",".join(m.row for _, m in ready) + b"]"
     with translate_errors():
@@ -282,13 +288,18 @@ async def _write(
             await webhook_events.mark_processed_many(session, [e.id for _, m in ready for e in m.events])
             runs: list[dict[str, Any]] = []
             for key, message in ready:
-                _runs(runs, message, stored[key], job_id=job_id, began_at=began_at)
+                _runs(runs, message, stored[key], job_of=job_of, began_at=began_at)
             await stage_runs.record_many(session, orjson.dumps(runs))
     return stored
 
 
 def _runs(
-    runs: list[dict[str, Any]], message: _Message, stored: StoredState, *, job_id: str | None, began_at: datetime
+    runs: list[dict[str, Any]],
+    message: _Message,
+    stored: StoredState,
+    *,
+    job_of: dict[int, str | None],
+    began_at: datetime,
 ) -> None:
     """The timeline rows: a process run per notification, and the classify and act runs a new email went through."""
     detail = {**message.detail, "inserted": stored.inserted, "written": stored.written}
@@ -300,7 +311,7 @@ def _runs(
                 "event_id": event.id,
                 "email_id": stored.email_id,
                 "grant_id": event.grant_id,
-                "job_id": job_id,
+                "job_id": job_of.get(event.id),
                 "status": "succeeded",
                 "detail": detail,
                 "started_at": began_at,
@@ -309,6 +320,7 @@ def _runs(
     state = message.state
     if not stored.inserted or state is None or state.classification is None:
         return
+    job_id = job_of.get(message.newest.id)
     common = {"attempt": 1, "email_id": stored.email_id, "grant_id": state.grant_id, "job_id": job_id}
     runs.append(
         {

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from db.engine import create_engine, create_sessionmaker
 from jobs import arguments, enqueue
 from jobs.arguments import checked
+from jobs.batcher import Batcher
 from jobs.chain import act, classify
 from jobs.classifier import build_classifier
 from jobs.context import CTX_KEY, JobContext
@@ -25,7 +26,7 @@ from jobs.cron import retention_cron, sweep_cron, sync_cron
 from jobs.heartbeat import Heartbeat
 from jobs.message_fetch import Fetcher, HttpFetcher, SdkFetcher
 from jobs.nylas_client import NylasGateway
-from jobs.process_batch import process_events
+from jobs.process_batch import process_events, run_batch
 from jobs.process_event import process_event
 from jobs.rules import load_rules
 from jobs.sync import sync_grant
@@ -88,10 +89,12 @@ def build_context(settings: Settings, queue: ArqRedis, *, application_name: str 
         classifier=build_classifier(settings.classifier, rules),
         metrics=metrics,
         heartbeat=Heartbeat(queue, settings.queue_name, concurrency=settings.worker_concurrency),
+        batcher=Batcher(run_batch, runners=settings.worker_batches, max_events=settings.worker_batch_size),
     )
 
 
 async def close_context(jc: JobContext) -> None:
+    await jc.batcher.aclose()
     await jc.metrics.aclose()
     await jc.fetcher.aclose()
     jc.nylas.close()

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     # Batches: the API queues one `process_events` job per group commit (at most ingest_max_batch events); the
     # worker claims, fetches, stores and chains them together. Off: one `process_event` job per event, as before.
     batch_worker: bool = True
+    # The jobs running at once share batches (jobs/batcher.py): this many batches at a time, each of at most this
+    # many events.
+    worker_batches: int = Field(default=4, gt=0)
+    worker_batch_size: int = Field(default=500, gt=0)
     # Message fetches one worker process keeps in flight to Nylas (its connection pool).
     nylas_connections: int = Field(default=100, gt=0)
     # `http`: the SDK's request on aiohttp (jobs/message_fetch.py); `sdk`: through the SDK's own calls on threads.

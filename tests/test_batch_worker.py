@@ -184,12 +184,13 @@ async def test_a_batch_stopped_midway_gives_its_events_back_untried(
         run = asyncio.create_task(process_events(ctx, ids))
         await poll_until(lambda: len(fake_nylas.requests_to("/messages/")) == 3, what="the fetches to start")
         assert {e.status for e in await helpers.events(sessionmaker)} == {"processing"}
+        # arq cancels the job, then runs on_shutdown, which stops the batch the job's events are in.
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
             await run
     finally:
-        fake_nylas.latency = 0
         await shutdown(ctx)
+        fake_nylas.latency = 0
 
     assert {(e.status, e.attempts) for e in await helpers.events(sessionmaker)} == {("queued", 0)}
     await ProcessEventEnqueuer(redis).enqueue(ids)
