@@ -307,7 +307,8 @@ async def bulk_replay(request: Request) -> Response:
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
     dry_run = _body_bool(body, "dry_run", True)
-    if not dry_run and chosen == ReplayFilter(force=chosen.force) and not _body_bool(body, "all", False):
+    replay_all = _body_bool(body, "all", False)  # checked whatever the other fields say: a malformed body is a 400
+    if not dry_run and chosen == ReplayFilter(force=chosen.force) and not replay_all:
         # A click that meant one row must never replay every dead letter: everything has to be asked for by name.
         raise BadRequest('no filter: to replay every dead letter, send "all": true (count them first with dry_run)')
     with database():
