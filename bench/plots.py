@@ -31,7 +31,7 @@ def draw(run: dict[str, Any], results: dict[str, Any], out: Path) -> list[Path]:
     t = [s["t"] for s in samples]
     ax.plot(t, [s["stored"] for s in samples], label="emails stored")
     ax.plot(t, [s["done"] for s in samples], label="chain done")
-    ax.plot(t, [s["queued"] for s in samples], label="jobs in the queue")
+    ax.plot(t, [s["queued"] for s in samples], label="waiting (events in PostgreSQL, jobs in Redis)")
     ax.set_xlabel("seconds since the worker started")
     ax.set_title(f"Drain: {drain['emails_stored_per_s']} emails/s stored, {drain['emails_done_per_s']} done")
     ax.legend()

@@ -104,11 +104,19 @@ async def mark_queued(session: AsyncSession, event_ids: Sequence[int]) -> None:
     )
 
 
-async def start_processing(session: AsyncSession, event_id: int) -> WebhookEvent | None:
-    """Claim the event for a run and count the attempt; None when it is already done (a re-run is a no-op)."""
+async def start_processing(
+    session: AsyncSession, event_id: int, *, stale_after_s: float | None = None
+) -> WebhookEvent | None:
+    """Claim the event for a run and count the attempt; None when it is already done (a re-run is a no-op), or, with
+    `stale_after_s`, held by a run younger than that (a batch worker's: the two must not run it side by side)."""
+    held_by_another = WebhookEvent.status == "processing"
+    if stale_after_s is not None:
+        held_by_another = held_by_another & (
+            WebhookEvent.updated_at >= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, stale_after_s)
+        )
     stmt = (
         update(WebhookEvent)
-        .where(WebhookEvent.id == event_id, WebhookEvent.status.in_(RUNNABLE))
+        .where(WebhookEvent.id == event_id, WebhookEvent.status.in_(RUNNABLE), ~held_by_another)
         .values(status="processing", attempts=WebhookEvent.attempts + 1, updated_at=func.now())
         .returning(WebhookEvent)
     )
@@ -178,11 +186,13 @@ async def stop_grant(session: AsyncSession, grant_id: str) -> int:
     return (await session.execute(stmt)).rowcount  # type: ignore[attr-defined,no-any-return]
 
 
-async def stuck(session: AsyncSession, *, older_than: datetime, limit: int) -> list[int]:
+async def stuck(
+    session: AsyncSession, *, older_than: datetime, limit: int, statuses: Sequence[str] = RUNNABLE
+) -> list[int]:
     """Events still waiting to be processed, untouched since `older_than` (the sweeper checks their jobs)."""
     stmt = (
         select(WebhookEvent.id)
-        .where(WebhookEvent.status.in_(RUNNABLE), WebhookEvent.updated_at < older_than)
+        .where(WebhookEvent.status.in_(statuses), WebhookEvent.updated_at < older_than)
         .order_by(WebhookEvent.updated_at)
         .limit(limit)
     )
@@ -249,11 +259,12 @@ async def dead(session: AsyncSession, *, limit: int) -> list[WebhookEvent]:
 
 
 async def touch_swept(session: AsyncSession, event_ids: list[int]) -> None:
-    """The sweeper looked at these: restart their clock, and call a `received` one `queued` (its job is in Redis)."""
+    """The sweeper queued these: restart their clock, and call them `queued` (their job is in Redis; a `processing`
+    one's run is gone, so its new job must not take it for a live run's)."""
     await session.execute(
         update(WebhookEvent)
-        .where(WebhookEvent.id.in_(event_ids))
-        .values(updated_at=func.now(), status=func.coalesce(func.nullif(WebhookEvent.status, "received"), "queued"))
+        .where(WebhookEvent.id.in_(event_ids), WebhookEvent.status.in_(("received", "queued", "processing")))
+        .values(updated_at=func.now(), status="queued")
     )
 
 
@@ -303,15 +314,16 @@ async def claim_many(session: AsyncSession, event_ids: Sequence[int], *, stale_a
 
 _GIVE_BACK = text(
     """
-    UPDATE webhook_events SET status = 'queued', attempts = greatest(attempts - 1, 0), updated_at = now()
+    UPDATE webhook_events SET status = :status, attempts = greatest(attempts - 1, 0), updated_at = now()
     WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'processing'
     """
 )
 
 
-async def give_back(session: AsyncSession, event_ids: Sequence[int]) -> None:
-    """A claim that did not run (throttled, handed to another job, shutting down): not a spent try."""
-    await execute_core(session, _GIVE_BACK, {"ids": list(event_ids)})
+async def give_back(session: AsyncSession, event_ids: Sequence[int], *, to: str = "queued") -> None:
+    """A claim that did not run (throttled, handed to another job, shutting down): not a spent try. `to`: back to
+    `received` (for the batch workers' next claim) or `queued` (a job in Redis will take it up)."""
+    await execute_core(session, _GIVE_BACK, {"ids": list(event_ids), "status": to})
 
 
 _MARK_PROCESSED_MANY = text(
@@ -325,3 +337,49 @@ _MARK_PROCESSED_MANY = text(
 
 async def mark_processed_many(session: AsyncSession, event_ids: Sequence[int]) -> None:
     await execute_core(session, _MARK_PROCESSED_MANY, {"ids": list(event_ids)})
+
+
+# The batch worker's queue is this table: the oldest events no one has claimed, skipping rows another worker is
+# claiming right now (so workers on many machines share the work without waiting for each other).
+# Also what a killed worker left `processing` past `stale_s` (the bound arq keeps for a killed job: its timeout + 10
+# s), so a crash costs that long, not the sweeper's interval.
+_CLAIM_NEXT = text(
+    """
+    UPDATE webhook_events SET status = 'processing', attempts = attempts + 1, updated_at = now()
+    WHERE id IN (
+        SELECT id FROM webhook_events
+        WHERE status = 'received'
+           OR (status = 'processing' AND updated_at < now() - make_interval(secs => :stale_s))
+        ORDER BY updated_at LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, type, grant_id, object_id, notified_at, received_at, attempts, (payload->'data'->'object')::text
+    """
+)
+# Sent in the transaction that stores events: delivered when it commits, once however many rows it stored.
+WAITING_CHANNEL = "mailroom_events"
+_NOTIFY = text(f"SELECT pg_notify('{WAITING_CHANNEL}', '')")
+
+
+async def claim_next(session: AsyncSession, *, limit: int, stale_after_s: float) -> list[ClaimedEvent]:
+    """Claim up to `limit` events waiting for the batch worker (status `received`, or held by a run that has been
+    gone for `stale_after_s`), oldest first."""
+    params = {"limit": limit, "stale_s": float(stale_after_s)}
+    return [ClaimedEvent(*row) for row in await execute_core(session, _CLAIM_NEXT, params)]
+
+
+async def notify_waiting(session: AsyncSession) -> None:
+    """Wake the batch workers listening (at commit)."""
+    await execute_core(session, _NOTIFY, {})
+
+
+async def oldest_waiting(session: AsyncSession) -> datetime | None:
+    """When the oldest event waiting for the batch workers' claim was stored (or given back)."""
+    stmt = select(func.min(WebhookEvent.updated_at)).where(WebhookEvent.status == "received")
+    return cast(datetime | None, await session.scalar(stmt))
+
+
+async def waiting_ids(session: AsyncSession) -> list[int]:
+    """Events waiting for the batch workers' claim (`mailroom purge` drops them with the queue)."""
+    stmt = select(WebhookEvent.id).where(WebhookEvent.status == "received").order_by(WebhookEvent.id)
+    return list((await session.execute(stmt)).scalars())

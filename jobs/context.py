@@ -8,7 +8,6 @@ from typing import Any
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from jobs.batcher import Batcher
 from jobs.classifier import Classifier
 from jobs.heartbeat import Heartbeat
 from jobs.message_fetch import Fetcher
@@ -34,7 +33,6 @@ class JobContext:
     classifier: Classifier
     metrics: Metrics
     heartbeat: Heartbeat
-    batcher: Batcher
 
     @classmethod
     def from_ctx(cls, ctx: dict[str, Any]) -> JobContext:

@@ -81,29 +81,29 @@ return queued
 
 
 class ProcessEventEnqueuer:
-    """Queues events' jobs in one round trip, in arq's own job format: one `process_events` job for the lot (the
-    batch worker), or one `process_event` job each."""
+    """Queues events' jobs in one round trip, in arq's own job format: one `process_event` job each, or one
+    `process_events` job for the lot (`batch=True`)."""
 
-    def __init__(self, queue: ArqRedis, *, batches: bool = True) -> None:
+    def __init__(self, queue: ArqRedis) -> None:
         self._queue = queue
-        self._batches = batches
         self._script = queue.register_script(_ENQUEUE_MANY)
 
-    async def enqueue(self, event_ids: Sequence[int], *, defer_ms: int = 0) -> int:
+    async def enqueue(self, event_ids: Sequence[int], *, batch: bool = False, defer_ms: int = 0) -> int:
         """Returns how many jobs were queued now (per-event jobs: the others already had one)."""
         if not event_ids:
             return 0
         now = timestamp_ms()
         score = now + max(0, defer_ms)
+        ttl = expires_extra_ms + max(0, defer_ms)
         args: list[str | bytes | int] = []
-        if self._batches:
+        if batch:
             ids = list(event_ids)
             payload = serialize_job(PROCESS_EVENTS, (ids,), {}, None, score, serializer=serialize)
-            args += [batch_job_id(ids), payload, score, expires_extra_ms + max(0, defer_ms)]
+            args += [batch_job_id(ids), payload, score, ttl]
         else:
             for event_id in event_ids:
                 payload = serialize_job(PROCESS_EVENT, (event_id,), {}, None, score, serializer=serialize)
-                args += [process_event_job_id(event_id), payload, score, expires_extra_ms + max(0, defer_ms)]
+                args += [process_event_job_id(event_id), payload, score, ttl]
         return int(await self._script(keys=[self._queue.default_queue_name], args=args))
 
 

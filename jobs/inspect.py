@@ -11,9 +11,9 @@ from typing import Any
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db import emails
+from db import emails, webhook_events
 from db.models import CronRun, Email, WebhookEvent
 from jobs.enqueue import deserialize
 from jobs.heartbeat import live_workers
@@ -75,6 +75,26 @@ async def database_counts(session: AsyncSession) -> dict[str, Any]:
         "dead": {"events": int(events.get("dead", 0)), "emails": int(dead_emails or 0)},
         "parked": {"events": int(events.get("parked", 0)), "emails": int(parked_emails or 0)},
     }
+
+
+async def depth(
+    queue: ArqRedis, queue_name: str, sessionmaker: async_sessionmaker[AsyncSession], *, batch_worker: bool
+) -> dict[str, Any]:
+    """The queue as autoscalers, alerts, `/queue` and `mailroom stats` see it: Redis's jobs and the open work in
+    PostgreSQL. With the batch worker, events waiting for a claim are ready work like jobs in Redis, so `ready` and
+    its age cover the whole backlog."""
+    redis_part = await redis_depth(queue, queue_name)
+    async with sessionmaker() as session:
+        counts = await database_counts(session)
+        oldest = await webhook_events.oldest_waiting(session) if batch_worker else None
+    if batch_worker:
+        waiting = counts["events"]["received"]
+        redis_part["ready"] += waiting
+        redis_part["waiting_events"] = waiting
+        if oldest is not None:
+            age = round(max(0.0, time.time() - oldest.timestamp()), 3)
+            redis_part["oldest_ready_age_seconds"] = max(redis_part["oldest_ready_age_seconds"], age)
+    return {"queue": redis_part, **counts}
 
 
 def _score_range(scheduled: bool | None) -> tuple[int | str, int | str]:

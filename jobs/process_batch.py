@@ -1,11 +1,12 @@
-"""Job `process_events(event_ids)`: a batch of stored notifications becomes stored, classified emails.
+"""A batch of stored notifications becomes stored, classified emails (claimed by jobs/pump.py, or by the
+`process_events` job that takes up events a grant's rate made wait).
 
 The per-event job (`jobs/process_event.py`) costs about twenty statements, seven transactions and an arq job per
-stage for each email. Here a batch (the events one API group commit stored) costs: one transaction that claims the
-events and knows their grants, one Redis call for the grants' rate limits, the fetches (concurrent, one per message
-however many notifications of it the batch holds), and one transaction that upserts every email, marks every event
-processed and records every stage run. Classify runs in the batch (it is a function of the message); an email whose
-class has actions goes on to its `act` job, which keeps the act stage's at-most-once rules.
+stage for each email. A batch costs: one transaction that claims the events and knows their grants, one Redis call
+for the grants' rate limits, the fetches (concurrent, one per message however many notifications of it the batch
+holds), and one transaction that upserts every email, marks every event processed and records every stage run.
+Classify runs in the batch (it is a function of the message); an email whose class has actions goes on to the act
+stage (inline, else its own job), which keeps its at-most-once rules.
 
 What a batch does not handle is handed, unchanged, to the per-event job and its rules: deletions and grant
 notifications, grants paused, deleted or not yet seen. Each email's failure is its own: the one failure policy
@@ -19,7 +20,7 @@ import contextlib
 import random
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 import orjson
 import structlog
 from arq import Retry
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import emails, grants, stage_runs, webhook_events
 from db.emails import NewState, StoredState
@@ -67,39 +69,56 @@ class _Message:
 
 
 async def process_events(ctx: dict[str, Any], event_ids: list[int]) -> dict[str, int]:
-    """Job: its events run in the worker's next batch, with those of the other jobs running now (jobs/batcher.py).
-    Returns that batch's counts: claimed, stored, handed on (to per-event jobs), deferred (throttled), failed."""
-    return await JobContext.from_ctx(ctx).batcher.submit(ctx, event_ids)
-
-
-async def run_batch(ctx: dict[str, Any], event_ids: list[int], job_of: dict[int, str | None]) -> dict[str, int]:
-    """One batch: `job_of` names the job that brought each event (the timeline records it)."""
+    """Job: these events as one batch (the batch worker queues one when a grant's rate made events wait)."""
     jc = JobContext.from_ctx(ctx)
-    began_at = datetime.now(UTC)
-    started = time.monotonic()
+    batch = await claim(
+        jc, lambda session: webhook_events.claim_many(session, event_ids, stale_after_s=jc.settings.job_timeout)
+    )
+    # Stopped midway, arq runs this job again: what it had not finished waits for it as `queued`.
+    return await run_claimed(ctx, *batch, job_id=ctx.get("job_id"), give_back_to="queued")
+
+
+Claim = Callable[[AsyncSession], Awaitable[list[ClaimedEvent]]]
+
+
+async def claim(jc: JobContext, take: Claim) -> tuple[list[ClaimedEvent], dict[str, grants.GrantState]]:
+    """One transaction: claim the events (`take`) and know their grants."""
     try:
         with translate_errors():
             async with unit_of_work(jc.sessionmaker) as session:
-                # A run may take the job's timeout; one held longer than that was a killed worker's.
-                claimed = await webhook_events.claim_many(session, event_ids, stale_after_s=jc.settings.job_timeout)
+                claimed = await take(session)
                 grant_ids = [e.grant_id for e in claimed if e.grant_id]
                 states = await grants.ensure_many(session, grant_ids) if grant_ids else {}
     except DatabaseError as exc:
-        # Nothing was claimed: run the batch again a little later (the sweeper would find its events anyway).
-        log.warning("batch.claim_failed", events=len(event_ids), error=str(exc))
+        # Nothing was claimed: run again a little later (the events wait where they are).
+        log.warning("batch.claim_failed", error=str(exc))
         raise Retry(defer=min(5.0, jc.settings.retry_base_delay) or 1.0) from exc
+    return claimed, states
+
+
+async def run_claimed(
+    ctx: dict[str, Any],
+    claimed: list[ClaimedEvent],
+    states: dict[str, grants.GrantState],
+    *,
+    job_id: str | None,
+    give_back_to: str,
+) -> dict[str, int]:
+    """Process a claimed batch. Returns counts: claimed, stored, handed on (to per-event jobs), deferred
+    (throttled), failed. Cancelled (SIGTERM past the grace, a timeout), it gives back what it had not finished."""
     if not claimed:
         return {"claimed": 0}
+    jc = JobContext.from_ctx(ctx)
+    began_at = datetime.now(UTC)
+    started = time.monotonic()
     unfinished = {e.id for e in claimed}
     try:
-        counts = await _run(ctx, claimed, states, unfinished, job_of, began_at=began_at, started=started)
+        return await _run(ctx, claimed, states, unfinished, job_id=job_id, began_at=began_at, started=started)
     except asyncio.CancelledError:
-        # SIGTERM past its grace, or the job's timeout: what this run had not finished goes back, untried.
         if unfinished:
             with contextlib.suppress(Exception):
-                await asyncio.shield(_give_back(jc, sorted(unfinished)))
+                await asyncio.shield(_give_back(jc, sorted(unfinished), to=give_back_to))
         raise
-    return counts
 
 
 async def _run(
@@ -107,8 +126,8 @@ async def _run(
     claimed: list[ClaimedEvent],
     states: dict[str, grants.GrantState],
     unfinished: set[int],
-    job_of: dict[int, str | None],
     *,
+    job_id: str | None,
     began_at: datetime,
     started: float,
 ) -> dict[str, int]:
@@ -124,7 +143,7 @@ async def _run(
     await _fetch(jc, messages)
 
     ready = [(key, m) for key, m in sorted(messages.items()) if m.error is None and _prepare(jc, key, m)]
-    stored = await _store(jc, ready, job_of=job_of, began_at=began_at)
+    stored = await _store(jc, ready, job_id=job_id, began_at=began_at)
     counts["stored"] = sum(len(messages[key].events) for key in stored)
     unfinished.difference_update(e.id for key in stored for e in messages[key].events)
     _observe(jc, [messages[key] for key in stored], stored, started=started)
@@ -133,7 +152,7 @@ async def _run(
         if message.error is not None:
             counts["failed"] += len(message.events)
             for event in message.events:
-                await _fail(jc, event, message.error, job_id=job_of.get(event.id))
+                await _fail(jc, event, message.error, job_id=job_id)
                 unfinished.discard(event.id)
     await _carry_on(ctx, stored.values(), started=started)
     if counts["failed"] or counts["deferred"] or counts["handed_on"]:
@@ -258,13 +277,13 @@ def _classify(jc: JobContext, columns: dict[str, Any]) -> tuple[str | None, str 
 
 
 async def _store(
-    jc: JobContext, ready: list[tuple[Key, _Message]], *, job_of: dict[int, str | None], began_at: datetime
+    jc: JobContext, ready: list[tuple[Key, _Message]], *, job_id: str | None, began_at: datetime
 ) -> dict[Key, StoredState]:
     """One transaction for the lot; if the server refuses something in it, each email alone (the bad one fails)."""
     if not ready:
         return {}
     try:
-        return await _write(jc, ready, job_of=job_of, began_at=began_at)
+        return await _write(jc, ready, job_id=job_id, began_at=began_at)
     except DatabaseError as exc:
         if not exc.refused or len(ready) == 1:
             # Each of these fails as its own run would: the policy retries them (or, refused, dead-letters them).
@@ -273,12 +292,12 @@ async def _store(
             return {}
     stored: dict[Key, StoredState] = {}
     for one in ready:
-        stored |= await _store(jc, [one], job_of=job_of, began_at=began_at)
+        stored |= await _store(jc, [one], job_id=job_id, began_at=began_at)
     return stored
 
 
 async def _write(
-    jc: JobContext, ready: list[tuple[Key, _Message]], *, job_of: dict[int, str | None], began_at: datetime
+    jc: JobContext, ready: list[tuple[Key, _Message]], *, job_id: str | None, began_at: datetime
 ) -> dict[Key, StoredState]:
     rows = b"[" + b",".join(m.row for _, m in ready) + b"]"
     with translate_errors():
@@ -288,7 +307,7 @@ async def _write(
             await webhook_events.mark_processed_many(session, [e.id for _, m in ready for e in m.events])
             runs: list[dict[str, Any]] = []
             for key, message in ready:
-                _runs(runs, message, stored[key], job_of=job_of, began_at=began_at)
+                _runs(runs, message, stored[key], job_id=job_id, began_at=began_at)
             await stage_runs.record_many(session, orjson.dumps(runs))
     return stored
 
@@ -298,7 +317,7 @@ def _runs(
     message: _Message,
     stored: StoredState,
     *,
-    job_of: dict[int, str | None],
+    job_id: str | None,
     began_at: datetime,
 ) -> None:
     """The timeline rows: a process run per notification, and the classify and act runs a new email went through."""
@@ -311,7 +330,7 @@ def _runs(
                 "event_id": event.id,
                 "email_id": stored.email_id,
                 "grant_id": event.grant_id,
-                "job_id": job_of.get(event.id),
+                "job_id": job_id,
                 "status": "succeeded",
                 "detail": detail,
                 "started_at": began_at,
@@ -320,7 +339,6 @@ def _runs(
     state = message.state
     if not stored.inserted or state is None or state.classification is None:
         return
-    job_id = job_of.get(message.newest.id)
     common = {"attempt": 1, "email_id": stored.email_id, "grant_id": state.grant_id, "job_id": job_id}
     runs.append(
         {
@@ -402,10 +420,10 @@ async def _defer(jc: JobContext, events: list[ClaimedEvent], wait: float) -> Non
     """Throttled: back to waiting, in one batch job due when the grant has room (spread a little)."""
     await _give_back(jc, [e.id for e in events])
     defer_ms = int((wait + random.uniform(0, max(0.05, wait / 2))) * 1000)
-    await ProcessEventEnqueuer(jc.queue).enqueue(sorted(e.id for e in events), defer_ms=defer_ms)
+    await ProcessEventEnqueuer(jc.queue).enqueue(sorted(e.id for e in events), batch=True, defer_ms=defer_ms)
 
 
-async def _give_back(jc: JobContext, event_ids: list[int]) -> None:
+async def _give_back(jc: JobContext, event_ids: list[int], *, to: str = "queued") -> None:
     with translate_errors():
         async with unit_of_work(jc.sessionmaker) as session:
-            await webhook_events.give_back(session, event_ids)
+            await webhook_events.give_back(session, event_ids, to=to)

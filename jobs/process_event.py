@@ -71,7 +71,8 @@ async def process_event(ctx: dict[str, Any], event_id: int) -> str:
 
     with translate_errors():
         async with unit_of_work(jc.sessionmaker) as session:
-            claimed = await webhook_events.start_processing(session, event_id)
+            # A `processing` event younger than a run's bound is a live run's (a batch worker's, say): not ours.
+            claimed = await webhook_events.start_processing(session, event_id, stale_after_s=jc.settings.job_timeout)
             if claimed is None:
                 return "skipped"
             run_id = await stage_runs.start(

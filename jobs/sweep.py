@@ -32,7 +32,11 @@ async def sweep(jc: JobContext) -> dict[str, Any]:
     cutoff = datetime.now(UTC) - timedelta(seconds=jc.settings.sweep_after_seconds)
     with translate_errors():
         async with jc.sessionmaker() as session:
-            event_ids = await webhook_events.stuck(session, older_than=cutoff, limit=jc.settings.sweep_batch)
+            # With the batch worker a `received` event is not lost anywhere: it waits in this table for a claim.
+            statuses = ("queued", "processing") if jc.settings.batch_worker else webhook_events.RUNNABLE
+            event_ids = await webhook_events.stuck(
+                session, older_than=cutoff, limit=jc.settings.sweep_batch, statuses=statuses
+            )
             waiting = await emails.stuck(session, older_than=cutoff, limit=jc.settings.sweep_batch)
     batched = await batched_event_ids(jc.queue) if event_ids else set()
     requeued_events = [

@@ -18,7 +18,6 @@ from redis.exceptions import RedisError
 from db.engine import create_engine, create_sessionmaker
 from jobs import arguments, enqueue
 from jobs.arguments import checked
-from jobs.batcher import Batcher
 from jobs.chain import act, classify
 from jobs.classifier import build_classifier
 from jobs.context import CTX_KEY, JobContext
@@ -26,8 +25,9 @@ from jobs.cron import retention_cron, sweep_cron, sync_cron
 from jobs.heartbeat import Heartbeat
 from jobs.message_fetch import Fetcher, HttpFetcher, SdkFetcher
 from jobs.nylas_client import NylasGateway
-from jobs.process_batch import process_events, run_batch
+from jobs.process_batch import process_events
 from jobs.process_event import process_event
+from jobs.pump import Pump
 from jobs.rules import load_rules
 from jobs.sync import sync_grant
 from jobs.test_task import test_task
@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 # Our own try counts (in PostgreSQL) decide retries; arq's counter also grows on every deferral for throttling,
 # so its limit is only a backstop.
 ARQ_MAX_TRIES = 1000
+PUMP_KEY = "pump"
 
 
 def build_context(settings: Settings, queue: ArqRedis, *, application_name: str = "mailroom-worker") -> JobContext:
@@ -89,12 +90,10 @@ def build_context(settings: Settings, queue: ArqRedis, *, application_name: str 
         classifier=build_classifier(settings.classifier, rules),
         metrics=metrics,
         heartbeat=Heartbeat(queue, settings.queue_name, concurrency=settings.worker_concurrency),
-        batcher=Batcher(run_batch, runners=settings.worker_batches, max_events=settings.worker_batch_size),
     )
 
 
 async def close_context(jc: JobContext) -> None:
-    await jc.batcher.aclose()
     await jc.metrics.aclose()
     await jc.fetcher.aclose()
     jc.nylas.close()
@@ -107,6 +106,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     jc.metrics.start()
     jc.heartbeat.start()
     ctx[CTX_KEY] = jc
+    if settings.batch_worker:
+        pump = ctx[PUMP_KEY] = Pump(jc)
+        if ctx.get("burst"):
+            # A burst worker (tests, one-off drains) runs what waits now, then arq's queue (retries among it).
+            await pump.drain(ctx)
+        else:
+            await pump.start(ctx)
 
 
 async def job_started(ctx: dict[str, Any]) -> None:
@@ -118,6 +124,9 @@ async def job_ended(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    pump = ctx.pop(PUMP_KEY, None)
+    if isinstance(pump, Pump):
+        await pump.aclose()
     jc = ctx.pop(CTX_KEY, None)
     if isinstance(jc, JobContext):
         await jc.heartbeat.aclose()
@@ -216,7 +225,7 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
         "on_shutdown": shutdown,
         "on_job_start": job_started,
         "on_job_end": job_ended,
-        "ctx": {"settings": settings},
+        "ctx": {"settings": settings, "burst": bool(overrides.get("burst"))},
         "max_jobs": settings.worker_concurrency,
         "poll_delay": settings.worker_poll_delay,
         "job_timeout": settings.job_timeout,

@@ -21,7 +21,8 @@ from db.engine import create_engine, create_sessionmaker
 from db.uow import unit_of_work
 from jobs.enqueue import batched_event_ids, open_queue
 from jobs.heartbeat import live_workers
-from jobs.inspect import database_counts, queued_count, queued_jobs, redis_depth
+from jobs.inspect import depth as queue_depth
+from jobs.inspect import queued_count, queued_jobs
 from mailroom.settings import Settings
 
 
@@ -176,9 +177,8 @@ async def run_inspect(settings: Settings, args: argparse.Namespace, out: Console
 
 async def run_stats(settings: Settings, args: argparse.Namespace, out: Console) -> int:
     async with connections(settings, "stats") as (queue, sessionmaker):
-        depth = await redis_depth(queue, settings.queue_name)
-        async with sessionmaker() as session:
-            counts = await database_counts(session)
+        counts = await queue_depth(queue, settings.queue_name, sessionmaker, batch_worker=settings.batch_worker)
+    depth = counts.pop("queue")
     if args.json:
         out.print(orjson.dumps({"queue": depth, **counts}).decode(), markup=False)
         return 0
@@ -200,19 +200,26 @@ async def run_stats(settings: Settings, args: argparse.Namespace, out: Console) 
 
 
 async def run_purge(settings: Settings, args: argparse.Namespace, out: Console) -> int:
-    """Empty the queue. Events whose jobs are dropped are marked `purged`, so the sweeper does not revive them."""
+    """Empty the queue: the jobs in Redis, and the events waiting in PostgreSQL for the batch workers. Events
+    dropped are marked `purged`, so neither a worker nor the sweeper takes them up again."""
     async with connections(settings, "purge") as (queue, sessionmaker):
-        waiting = await queue.zrange(settings.queue_name, 0, -1)
-        job_ids = [raw.decode() for raw in waiting]
-        event_ids = [
+        job_ids = [raw.decode() for raw in await queue.zrange(settings.queue_name, 0, -1)]
+        in_jobs = [
             int(j.split(":")[1]) for j in job_ids if j.startswith("process_event:") and j.split(":")[1].isdigit()
         ] + sorted(await batched_event_ids(queue))
-        out.print(f"{len(job_ids)} jobs in {settings.queue_name}, {len(event_ids)} of them for webhook events")
-        if not job_ids:
+        async with sessionmaker() as session:
+            in_table = await webhook_events.waiting_ids(session) if settings.batch_worker else []
+        event_ids = sorted(set(in_jobs) | set(in_table))
+        out.print(
+            f"{len(job_ids)} jobs in {settings.queue_name}; {len(event_ids)} webhook events waiting "
+            f"({len(in_table)} of them in PostgreSQL for the batch workers)"
+        )
+        if not job_ids and not event_ids:
             return 0
         if args.dry_run:
             rows = await queued_jobs(queue, settings.queue_name, scheduled=None, limit=len(job_ids))
-            _show(out, rows, as_json=False, title="would purge")
+            _show(out, rows, as_json=False, title="would purge: jobs")
+            _show(out, [{"event": i} for i in in_table], as_json=False, title="would purge: events waiting")
             out.print("dry run: nothing purged")
             return 0
         if not await confirmed("purge them?", yes=args.yes):
@@ -220,10 +227,11 @@ async def run_purge(settings: Settings, args: argparse.Namespace, out: Console) 
             return 1
         async with unit_of_work(sessionmaker) as session:
             purged = await webhook_events.purge(session, event_ids) if event_ids else 0
-        async with queue.pipeline(transaction=True) as pipe:
-            pipe.zrem(settings.queue_name, *job_ids)
-            pipe.delete(*[f"arq:job:{j}" for j in job_ids])
-            await pipe.execute()
+        if job_ids:
+            async with queue.pipeline(transaction=True) as pipe:
+                pipe.zrem(settings.queue_name, *job_ids)
+                pipe.delete(*[f"arq:job:{j}" for j in job_ids])
+                await pipe.execute()
         out.print(
             f"purged {len(job_ids)} jobs; {purged} events marked purged "
             "(bring one back with `mailroom replay --event ID`, all with `mailroom replay --purged`)"

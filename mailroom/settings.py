@@ -77,11 +77,10 @@ class Settings(BaseSettings):
     job_timeout: float = Field(default=30.0, gt=0)
     # Run an email's next stage in the job that finished the one before (see jobs/chain.py); off: a job per stage.
     chain_inline: bool = True
-    # Batches: the API queues one `process_events` job per group commit (at most ingest_max_batch events); the
-    # worker claims, fetches, stores and chains them together. Off: one `process_event` job per event, as before.
+    # The batch worker (jobs/pump.py): workers claim stored events from PostgreSQL in batches and fetch, store and
+    # classify each batch together. Off: the API queues one `process_event` job per event. API and workers must
+    # agree. Batches one worker runs at once, and the most events one batch claims:
     batch_worker: bool = True
-    # The jobs running at once share batches (jobs/batcher.py): this many batches at a time, each of at most this
-    # many events.
     worker_batches: int = Field(default=4, gt=0)
     worker_batch_size: int = Field(default=500, gt=0)
     # Message fetches one worker process keeps in flight to Nylas (its connection pool).

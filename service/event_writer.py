@@ -48,8 +48,10 @@ class EventWriter:
         batches: bool = True,
     ) -> None:
         self._sessionmaker = sessionmaker
-        # One job for the whole group commit: the batch worker takes the lot in a few statements.
-        self._enqueuer = ProcessEventEnqueuer(queue, batches=batches)
+        # With the batch worker, PostgreSQL is the queue: a stored event waits there (`received`) for a worker to
+        # claim it, and the commit's NOTIFY wakes one. Without it, each event's job goes to Redis.
+        self._batches = batches
+        self._enqueuer = ProcessEventEnqueuer(queue)
         self._max_batch = max_batch
         self._writers = writers
         self._waiting: list[_Waiting] = []
@@ -116,6 +118,8 @@ class EventWriter:
                 inserted = await webhook_events.record_many(session, events)
                 others = [e.notification_id for e in events if e.notification_id not in inserted]
                 known = await webhook_events.known(session, others) if others else {}
+                if self._batches and inserted:
+                    await webhook_events.notify_waiting(session)
         results: list[Recorded] = []
         claimed: set[str] = set()
         to_queue: list[int] = []
@@ -135,6 +139,9 @@ class EventWriter:
                     # The first delivery was stored but its enqueue failed; this retry from Nylas is a chance to heal.
                     to_queue.append(event_id)
             results.append(Recorded(outcome, event_id))
+        if self._batches:
+            # Stored is queued: the batch workers claim from the table (nothing in Redis to lose).
+            return [Recorded("queued", r.event_id) if r.outcome == "received" else r for r in results]
         if to_queue and await self._queue(to_queue):
             results = [Recorded("queued", r.event_id) if r.outcome == "received" else r for r in results]
         return results

@@ -13,7 +13,8 @@ from starlette.responses import JSONResponse, Response
 from db import grants
 from db.errors import DatabaseError, translate_errors
 from jobs.heartbeat import newest_beat
-from jobs.inspect import database_counts, redis_depth
+from jobs.inspect import depth as queue_depth
+from jobs.inspect import redis_depth
 from mailroom import metrics as metrics_module
 from mailroom.metrics import Gauge
 from mailroom.migrate import current_revision, head_revision
@@ -64,11 +65,12 @@ async def readyz(request: Request) -> Response:
 
 
 async def depth(resources: Resources) -> dict[str, Any]:
-    queue = await redis_depth(resources.queue, resources.settings.queue_name)
+    settings = resources.settings
     with translate_errors():
-        async with resources.sessionmaker() as session:
-            counts = await database_counts(session)
-    return {"queue": queue, **counts, "at": time.time()}
+        found = await queue_depth(
+            resources.queue, settings.queue_name, resources.sessionmaker, batch_worker=settings.batch_worker
+        )
+    return {**found, "at": time.time()}
 
 
 async def queue(request: Request) -> Response:

@@ -3,7 +3,6 @@ several notifications of one message cost one fetch, and a stopped batch gives i
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,8 +12,6 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import stage_runs
-from jobs.enqueue import ProcessEventEnqueuer
-from jobs.process_batch import process_events
 from jobs.worker import shutdown, startup
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
@@ -23,12 +20,12 @@ from tests.conftest import drain, poll_until, running_api
 from tests.notifications import envelope, message, post, truncated
 
 
-async def as_one_batch(api: httpx.AsyncClient, redis: ArqRedis, payloads: Sequence[dict[str, Any]]) -> list[int]:
-    """Store the notifications, then put them all in one `process_events` job (as one group commit would)."""
+async def as_one_batch(
+    api: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], payloads: Sequence[dict[str, Any]]
+) -> list[int]:
+    """Store the notifications while no worker runs: the worker's first claim takes them all, as one batch."""
     ids = [(await post(api, payload)).json()["event_id"] for payload in payloads]
-    await redis.delete("mailroom:test")
-    await ProcessEventEnqueuer(redis).enqueue(ids)
-    assert await helpers.queued_event_ids(redis) == sorted(ids)
+    assert {e.status for e in await helpers.events(sessionmaker)} == {"received"}
     return ids
 
 
@@ -61,7 +58,7 @@ async def test_one_bad_email_in_a_batch_fails_alone(
     fake_nylas.fail(500, times=99, path_contains="/messages/broken")
     ids = await as_one_batch(
         api,
-        redis,
+        sessionmaker,
         [fetch_notice(m) for m in ("ok_1", "gone", "busy", "broken", "boom", "huge", "ok_2")],
     )
 
@@ -99,7 +96,7 @@ async def test_a_hot_grant_keeps_its_rate_and_does_not_hold_up_the_others(
     fake_nylas.any_message = True
     hot = [fetch_notice(f"hot_{n}", grant_id="grant_hot") for n in range(6)]
     cold = [fetch_notice(f"cold_{n}", grant_id="grant_cold") for n in range(2)]
-    await as_one_batch(api, redis, hot + cold)
+    await as_one_batch(api, sessionmaker, hot + cold)
 
     await drain(settings.model_copy(update={"nylas_rate_per_grant": 2}))
 
@@ -120,13 +117,13 @@ async def test_notifications_of_one_message_in_a_batch_fetch_it_once(
     sessionmaker: async_sessionmaker[AsyncSession],
     fake_nylas: FakeNylas,
 ) -> None:
-    """`message.created` then `message.updated` ×3, as Google and Microsoft send them: one fetch, newest state."""
+    """`message.created`, then `message.updated` three times (as Google and Microsoft send them): one fetch."""
     fake_nylas.add_message(message(subject="fourth version"))
     fake_nylas.add_message(message(message_id="other"))
     notices = [fetch_notice("msg_1")] + [
         envelope(truncated(message()), type="message.updated.truncated", time=1723821990 + n) for n in range(3)
     ]
-    ids = await as_one_batch(api, redis, [*notices, fetch_notice("other")])
+    ids = await as_one_batch(api, sessionmaker, [*notices, fetch_notice("other")])
 
     await drain(settings)
 
@@ -138,7 +135,7 @@ async def test_notifications_of_one_message_in_a_batch_fetch_it_once(
     async with sessionmaker() as session:
         runs = await stage_runs.timeline(session, email_id=email.id, event_id=None)
     coalesced = [r for r in runs if r.stage == "process"]
-    assert sorted(r.event_id for r in coalesced) == ids[:4]
+    assert sorted(r.event_id or 0 for r in coalesced) == ids[:4]
     assert all(r.detail and r.detail["coalesced"] == 4 for r in coalesced)
     assert "mailroom_nylas_fetches_saved_total 3.0" in (await api.get("/metrics")).text
 
@@ -152,7 +149,7 @@ async def test_complete_notifications_of_one_message_store_the_newest_without_a_
 ) -> None:
     await as_one_batch(
         api,
-        redis,
+        sessionmaker,
         [
             envelope(message(subject="first"), time=1000),
             envelope(message(subject="newest"), type="message.updated", time=1002),
@@ -174,26 +171,21 @@ async def test_a_batch_stopped_midway_gives_its_events_back_untried(
     sessionmaker: async_sessionmaker[AsyncSession],
     fake_nylas: FakeNylas,
 ) -> None:
-    """SIGTERM past the grace cancels the job: its claimed events are `queued` again, their try not spent."""
+    """SIGTERM: the batch under way has the shutdown grace to finish; past it, its claimed events wait again
+    (`received`, for the next worker's claim), their try not spent."""
     fake_nylas.any_message = True
     fake_nylas.latency = 30
-    ids = await as_one_batch(api, redis, [fetch_notice(f"m{n}") for n in range(3)])
-    ctx: dict[str, Any] = {"settings": settings, "redis": redis, "job_id": "process_events:test"}
+    await as_one_batch(api, sessionmaker, [fetch_notice(f"m{n}") for n in range(3)])
+    ctx: dict[str, Any] = {"settings": settings.model_copy(update={"shutdown_grace_seconds": 0.2}), "redis": redis}
     await startup(ctx)
     try:
-        run = asyncio.create_task(process_events(ctx, ids))
         await poll_until(lambda: len(fake_nylas.requests_to("/messages/")) == 3, what="the fetches to start")
-        assert {e.status for e in await helpers.events(sessionmaker)} == {"processing"}
-        # arq cancels the job, then runs on_shutdown, which stops the batch the job's events are in.
-        run.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await run
+        assert {(e.status, e.attempts) for e in await helpers.events(sessionmaker)} == {("processing", 1)}
     finally:
         await shutdown(ctx)
         fake_nylas.latency = 0
 
-    assert {(e.status, e.attempts) for e in await helpers.events(sessionmaker)} == {("queued", 0)}
-    await ProcessEventEnqueuer(redis).enqueue(ids)
+    assert {(e.status, e.attempts) for e in await helpers.events(sessionmaker)} == {("received", 0)}
     await drain(settings)
     assert {(e.status, e.attempts) for e in await helpers.events(sessionmaker)} == {("processed", 1)}
 

@@ -140,12 +140,12 @@ async def test_newsletter_is_labelled_and_marked_read(
 async def job_ids_by_stage(sessionmaker: async_sessionmaker[AsyncSession]) -> list[tuple[str, str, str | None]]:
     async with sessionmaker() as session:
         timeline = await stage_runs.timeline(session, email_id=1, event_id=1)
-    # A batch job's id is unique per job: "batch" stands for it.
+    # A batch's label (host, pid, number) or a batch job's id: "batch" stands for either.
     return [(run.stage, run.status, _batch_or(run.job_id)) for run in timeline]
 
 
 def _batch_or(job_id: str | None) -> str | None:
-    return "batch" if job_id and job_id.startswith("process_events:") else job_id
+    return "batch" if job_id and job_id.startswith(("batch:", "process_events:")) else job_id
 
 
 async def test_later_stages_run_inline_in_the_job_that_stored_the_email(

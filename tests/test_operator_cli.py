@@ -57,8 +57,8 @@ async def test_stats(settings: Settings, api: httpx.AsyncClient) -> None:
     code, out, err = await mailroom(settings, "stats", "--json")
     assert code == 0, err
     stats = orjson.loads(out)
-    assert stats["queue"]["ready"] == 1
-    assert stats["events"]["queued"] == 1
+    assert stats["queue"]["ready"] == 1, "an event waiting for a batch worker is ready work"
+    assert stats["events"]["received"] == 1
 
 
 async def test_purge_asks_first_and_purged_events_stay_purged(
@@ -77,13 +77,12 @@ async def test_purge_asks_first_and_purged_events_stay_purged(
     )
     answered, _ = await asyncio.wait_for(process.communicate(b"n\n"), 60)
     assert process.returncode == 1
-    assert b"3 jobs" in answered and b"nothing purged" in answered
-    assert len(await helpers.queued_job_ids(redis)) == 3
+    assert b"3 webhook events waiting" in answered and b"nothing purged" in answered
+    assert [e.status for e in await helpers.events(sessionmaker)] == ["received"] * 3
 
     code, out, err = await mailroom(settings, "purge", "--yes")
     assert code == 0, err
-    assert "purged 3 jobs; 3 events marked purged" in out
-    assert await helpers.queued_job_ids(redis) == []
+    assert "3 events marked purged" in out
     assert [e.status for e in await helpers.events(sessionmaker)] == ["purged"] * 3
 
     found = await sweep_now(settings, redis)
@@ -106,10 +105,9 @@ async def test_purge_dry_run_lists_and_removes_nothing(
         await post(api, envelope(message(message_id=f"m{n}")))
     code, out, err = await mailroom(settings, "purge", "--dry-run", "--yes")
     assert code == 0, err
-    assert "would purge (2)" in out and "process_events:1+0" in out and "process_events:2+0" in out
+    assert "would purge: events waiting (2)" in out
     assert "nothing purged" in out
-    assert len(await helpers.queued_job_ids(redis)) == 2
-    assert [e.status for e in await helpers.events(sessionmaker)] == ["queued"] * 2
+    assert [e.status for e in await helpers.events(sessionmaker)] == ["received"] * 2
 
 
 async def test_replay_says_why_it_replayed_nothing(
@@ -118,7 +116,7 @@ async def test_replay_says_why_it_replayed_nothing(
     await post(api, envelope(message()))
     code, out, _ = await mailroom(settings, "replay", "--event", "1", "--event", "99")
     assert code == 1
-    assert "event 1: queued, not dead or purged" in out
+    assert "event 1: received, not dead or purged" in out
     assert "event 99: not found" in out
     code, out, _ = await mailroom(settings, "replay", "--email", "7")
     assert code == 1

@@ -34,7 +34,6 @@ async def test_database_down_is_503_and_nothing_is_acknowledged(
             assert response.status_code == 503
             assert response.json()["error"] == "database_unavailable"
             assert response.headers["retry-after"]
-            assert await helpers.queued_event_ids(redis) == [1]
 
             await asyncio.to_thread(postgres.start)
             # Nylas's retry of the refused notification is stored once the database is back.
@@ -58,12 +57,29 @@ async def test_database_down_is_503_and_nothing_is_acknowledged(
         await asyncio.to_thread(postgres.cleanup)
 
 
-async def test_redis_down_still_acknowledges_and_leaves_the_event_received(
+async def test_redis_down_still_acknowledges_and_the_event_waits_in_postgresql(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """The batch workers' queue is the table: a webhook needs no Redis at all."""
+    own_redis = ThrowawayRedis(tmp_path)
+    async with running_api(settings.model_copy(update={"redis_url": own_redis.url})) as client:
+        assert (await post(client, envelope(message(), notification_id="evt_up"))).json()["status"] == "queued"
+        own_redis.stop()
+
+        response = await post(client, envelope(message(), notification_id="evt_down"))
+
+    (_, down) = await helpers.events(sessionmaker)
+    assert response.json() == {"status": "queued", "event_id": down.id}
+    assert (down.notification_id, down.status) == ("evt_down", "received")
+
+
+async def test_with_batches_off_redis_down_still_acknowledges_and_leaves_the_event_received(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> None:
     """The event is safe in PostgreSQL; status `received` is what the sweeper looks for."""
     own_redis = ThrowawayRedis(tmp_path)
-    async with running_api(settings.model_copy(update={"redis_url": own_redis.url})) as client:
+    per_event = settings.model_copy(update={"redis_url": own_redis.url, "batch_worker": False})
+    async with running_api(per_event) as client:
         assert (await post(client, envelope(message(), notification_id="evt_up"))).json()["status"] == "queued"
         own_redis.stop()
 
@@ -78,7 +94,8 @@ async def test_redis_down_still_acknowledges_and_leaves_the_event_received(
 async def test_nylas_retry_of_an_unqueued_event_queues_it(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], redis: ArqRedis
 ) -> None:
-    """A stored event whose enqueue failed is queued when Nylas delivers it again."""
+    """With batches off, a stored event whose enqueue failed is queued when Nylas delivers it again."""
+    settings = settings.model_copy(update={"batch_worker": False})
     unreachable = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
     async with running_api(unreachable) as client:
         first = await post(client, envelope(message(), notification_id="evt_heal"))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from arq.connections import ArqRedis
 from arq.cron import cron
 from sqlalchemy import func, select
@@ -22,7 +24,7 @@ from jobs.worker import build_context, close_context, create_worker
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
-from tests.conftest import drain
+from tests.conftest import drain, running_api
 from tests.notifications import envelope, message, post
 from tests.test_cli import mailroom
 
@@ -37,13 +39,26 @@ async def sweep_now(settings: Settings, redis: ArqRedis) -> dict[str, Any]:
         await close_context(jc)
 
 
+@pytest.fixture
+def per_event(settings: Settings) -> Settings:
+    """Batches off: the API queues a `process_event` job per event in Redis, the path these tests put to the test."""
+    return settings.model_copy(update={"batch_worker": False})
+
+
+@pytest.fixture
+async def per_event_api(per_event: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_api(per_event) as client:
+        yield client
+
+
 async def test_redis_flushed_mid_run_loses_nothing_and_does_nothing_twice(
-    settings: Settings,
-    api: httpx.AsyncClient,
+    per_event: Settings,
+    per_event_api: httpx.AsyncClient,
     redis: ArqRedis,
     sessionmaker: async_sessionmaker[AsyncSession],
     fake_nylas: FakeNylas,
 ) -> None:
+    settings, api = per_event, per_event_api
     for n in range(20):
         fake_nylas.add_message(message(message_id=f"m{n}", subject="Your invoice"))
         await post(api, envelope(message(message_id=f"m{n}", subject="Your invoice")))
@@ -70,19 +85,30 @@ async def test_redis_flushed_mid_run_loses_nothing_and_does_nothing_twice(
 
 
 async def test_sweeper_leaves_live_jobs_alone(
-    settings: Settings, api: httpx.AsyncClient, redis: ArqRedis, sessionmaker: async_sessionmaker[AsyncSession]
+    per_event: Settings, per_event_api: httpx.AsyncClient, redis: ArqRedis
 ) -> None:
-    await post(api, envelope(message()))
-    found = await sweep_now(settings, redis)
+    await post(per_event_api, envelope(message()))
+    found = await sweep_now(per_event, redis)
     assert found == {"events_stuck": 1, "events_requeued": 0, "emails_stuck": 0, "emails_requeued": 0}
     assert len(await helpers.queued_job_ids(redis)) == 1
 
 
-async def test_event_stored_while_redis_was_down_is_picked_up_by_the_sweeper(
-    settings: Settings, redis: ArqRedis, sessionmaker: async_sessionmaker[AsyncSession]
+async def test_sweeper_leaves_events_waiting_for_the_batch_workers_to_them(
+    settings: Settings, api: httpx.AsyncClient, redis: ArqRedis, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
-    from tests.conftest import running_api
+    """Nothing of theirs is in Redis to lose: a flush changes nothing, the next claim takes them."""
+    await post(api, envelope(message()))
+    await redis.flushdb()
+    found = await sweep_now(settings, redis)
+    assert found == {"events_stuck": 0, "events_requeued": 0, "emails_stuck": 0, "emails_requeued": 0}
+    await drain(settings)
+    assert [e.status for e in await helpers.events(sessionmaker)] == ["processed"]
 
+
+async def test_event_stored_while_redis_was_down_is_picked_up_by_the_sweeper(
+    per_event: Settings, redis: ArqRedis, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    settings = per_event
     async with running_api(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})) as client:
         assert (await post(client, envelope(message()))).json()["status"] == "received"
 

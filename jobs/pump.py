@@ -1,0 +1,152 @@
+"""The batch worker's queue is PostgreSQL: runners claim the oldest waiting events, a batch at a time.
+
+Why not an arq job per batch: the API's group commits are a few events each under load, and arq's bookkeeping
+(about 0.4 ms of CPU and several sequential Redis round trips to start and finish each job) then costs more than the
+email itself (README, Performance). The events are already in PostgreSQL, durable; a claim is one statement for any
+number of them, `FOR UPDATE SKIP LOCKED` shares them among workers on any number of machines, and nothing in Redis
+can lose them. The API's transaction sends a NOTIFY when it stores events, so an idle runner wakes at once (a lone
+notification never waits for a batch to fill); without it (a pooler that drops LISTEN) runners poll.
+
+Batches form by themselves: while the runners are busy with a batch's fetches, new events wait, and the next claim
+takes them all (up to MAILROOM_WORKER_BATCH_SIZE). Retries, replays and what the sweeper finds stay arq jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Awaitable
+from typing import Any
+
+import asyncpg
+import structlog
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db import webhook_events
+from db.webhook_events import ClaimedEvent
+from jobs.context import JobContext
+from jobs.process_batch import claim, run_claimed
+
+log = structlog.get_logger(__name__)
+# Without a listening connection, how often an idle runner looks; with one, NOTIFY wakes it and this is a backstop.
+LISTENING_POLL_S = 1.0
+
+
+class Pump:
+    """`start(ctx)` in the worker's start-up (or `drain(ctx)` for a burst), `aclose()` at its shut-down."""
+
+    def __init__(self, jc: JobContext) -> None:
+        self._jc = jc
+        self._settings = jc.settings
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._runners: list[asyncio.Task[None]] = []
+        self._listener: asyncpg.Connection | None = None
+        self._batches = 0
+        self._label = f"batch:{socket.gethostname()}:{os.getpid()}"
+
+    async def start(self, ctx: dict[str, Any]) -> None:
+        await self._listen()
+        count = self._settings.worker_batches
+        self._runners = [asyncio.create_task(self._run(ctx), name=f"batch-runner-{n}") for n in range(count)]
+
+    async def drain(self, ctx: dict[str, Any]) -> int:
+        """Run batches until no event waits; returns how many events were claimed (burst workers, `mailroom sync`)."""
+        total = 0
+        while claimed := await self._one(ctx):
+            total += claimed
+        return total
+
+    async def aclose(self) -> None:
+        """Claim nothing more; let the batches under way finish within the shutdown grace, then stop them (a
+        stopped batch gives its unfinished events back)."""
+        self._closing = True
+        self._wake.set()
+        if self._runners:
+            _, late = await asyncio.wait(self._runners, timeout=self._settings.shutdown_grace_seconds)
+            for task in late:
+                task.cancel()
+            for task in late:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._runners = []
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close(timeout=2)
+            self._listener = None
+
+    async def _run(self, ctx: dict[str, Any]) -> None:
+        while not self._closing:
+            try:
+                claimed = await self._one(ctx)
+            except Exception:
+                # A bug or an outage must not end the runner: the events stay waiting, claimed ones go stale and
+                # come back (the sweeper); look again in a moment.
+                log.exception("batch.failed")
+                await self._idle(1.0)
+                continue
+            if not claimed:
+                await self._idle(LISTENING_POLL_S if self._listening() else self._settings.worker_poll_delay)
+
+    async def _one(self, ctx: dict[str, Any]) -> int:
+        """Claim and run one batch; 0 when nothing was waiting."""
+        limit = self._settings.worker_batch_size
+        # arq's bound for a killed job, kept for a killed batch too (README, Crash recovery).
+        stale_s = self._settings.job_timeout + 10
+
+        def take(session: AsyncSession) -> Awaitable[list[ClaimedEvent]]:
+            return webhook_events.claim_next(session, limit=limit, stale_after_s=stale_s)
+
+        try:
+            claimed, states = await claim(self._jc, take)
+        except Exception as exc:
+            log.warning("batch.claim_failed", error=f"{type(exc).__name__}: {exc}")
+            return 0
+        if not claimed:
+            return 0
+        self._batches += 1
+        label = f"{self._label}:{self._batches}"
+        self._jc.heartbeat.job_started(label)
+        try:
+            # The same bound as a job's: a batch held longer would look like a killed worker's.
+            async with asyncio.timeout(self._settings.job_timeout):
+                # The batch's label stands for a job id in the timeline, the inline stages' runs included.
+                await run_claimed({**ctx, "job_id": label}, claimed, states, job_id=label, give_back_to="received")
+        except TimeoutError:
+            log.warning("batch.timed_out", events=len(claimed), timeout_s=self._settings.job_timeout)
+        finally:
+            self._jc.heartbeat.job_ended(label)
+        return len(claimed)
+
+    async def _idle(self, seconds: float) -> None:
+        if not self._listening() and not self._closing:
+            await self._listen()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        if not self._closing:
+            self._wake.clear()
+
+    def _listening(self) -> bool:
+        return self._listener is not None and not self._listener.is_closed()
+
+    async def _listen(self) -> None:
+        """A connection of its own for LISTEN (a pooled one would be handed to other work)."""
+        assert self._settings.database_url is not None
+        url = make_url(self._settings.database_url).set(drivername="postgresql")
+        try:
+            self._listener = await asyncpg.connect(
+                url.render_as_string(hide_password=False), timeout=self._settings.db_connect_timeout
+            )
+            await self._listener.add_listener(webhook_events.WAITING_CHANNEL, self._notified)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.warning(
+                "batch.listen_failed", error=f"{type(exc).__name__}: {exc}", poll_s=self._settings.worker_poll_delay
+            )
+            self._listener = None
+
+    def _notified(self, *_: Any) -> None:
+        self._wake.set()
