@@ -152,8 +152,7 @@ class GrantState:
         return not self.paused and self.status == "active"
 
 
-# `ensure_status` for many grants in one round trip. A grant inserted meanwhile by another transaction is in
-# neither half of the answer (see ensure_status); the caller treats an absent grant as one to look at alone.
+# `ensure_status` for many grants in one round trip.
 _ENSURE_MANY = text(
     """
     WITH wanted AS (SELECT DISTINCT unnest(CAST(:grant_ids AS text[])) AS grant_id ORDER BY 1),
@@ -168,7 +167,17 @@ _ENSURE_MANY = text(
 )
 
 
+_STATES = text("SELECT grant_id, status, paused_at IS NOT NULL FROM grants WHERE grant_id = ANY(CAST(:g AS text[]))")
+
+
 async def ensure_many(session: AsyncSession, grant_ids: Sequence[str]) -> dict[str, GrantState]:
-    """Know about each grant and answer its state (absent: inserted concurrently, not visible to this statement)."""
-    rows = await execute_core(session, _ENSURE_MANY, {"grant_ids": sorted(set(grant_ids))})
-    return {grant_id: GrantState(status, bool(paused)) for grant_id, status, paused in rows}
+    """Know about each grant and answer its state."""
+    wanted = sorted(set(grant_ids))
+    rows = await execute_core(session, _ENSURE_MANY, {"grant_ids": wanted})
+    states = {grant_id: GrantState(status, bool(paused)) for grant_id, status, paused in rows}
+    if missing := [g for g in wanted if g not in states]:
+        # Inserted by a concurrent transaction while the statement ran (two batches of a new grant's mail): the
+        # insert waited for it and did nothing, and its row was not in the statement's snapshot. The next sees it.
+        for grant_id, status, paused in await execute_core(session, _STATES, {"g": missing}):
+            states[grant_id] = GrantState(status, bool(paused))
+    return states

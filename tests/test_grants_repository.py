@@ -32,6 +32,27 @@ async def test_ensure_status_answers_while_another_transaction_adds_the_same_gra
     assert await asyncio.wait_for(waiting, timeout=10) == "active"
 
 
+async def test_ensure_many_answers_every_grant_while_another_batch_adds_them(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Two batches of two new grants' mail claimed at once: the second must still learn both grants' states (an
+    absent one sent the batch's events to the slow per-event path)."""
+    async with sessionmaker() as first, first.begin():
+        assert set(await grants.ensure_many(first, ["new_a", "new_b"])) == {"new_a", "new_b"}
+
+        async def second_ensure() -> dict[str, grants.GrantState]:
+            async with sessionmaker() as second, second.begin():
+                return await grants.ensure_many(second, ["new_b", "new_a", "known"])
+
+        waiting = asyncio.create_task(second_ensure())
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await _someone_waits_on_a_lock(sessionmaker):
+            assert asyncio.get_running_loop().time() < deadline, "the second insert never waited for the first"
+            await asyncio.sleep(0.01)
+    states = await asyncio.wait_for(waiting, timeout=10)
+    assert states == {g: grants.GrantState("active", False) for g in ("new_a", "new_b", "known")}
+
+
 async def _someone_waits_on_a_lock(sessionmaker: async_sessionmaker[AsyncSession]) -> bool:
     async with sessionmaker() as session:
         waiting = await session.scalar(
