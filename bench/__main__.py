@@ -279,13 +279,32 @@ async def steady_phase(stack: Stack, args: argparse.Namespace, run: str) -> dict
     conn = await asyncpg.connect(stack.database_url)
     try:
         rows = await conn.fetch(
-            "SELECT e.notification_id, extract(epoch FROM m.created_at) AS stored FROM webhook_events e "
-            "JOIN emails m ON m.grant_id = e.grant_id AND m.message_id = e.object_id WHERE e.notification_id LIKE $1",
+            "SELECT e.notification_id, extract(epoch FROM m.created_at) AS stored,"
+            " extract(epoch FROM e.received_at) AS received,"
+            " (SELECT extract(epoch FROM min(r.started_at)) FROM stage_runs r"
+            "  WHERE r.event_id = e.id AND r.stage = 'process') AS claimed"
+            " FROM webhook_events e JOIN emails m ON m.grant_id = e.grant_id AND m.message_id = e.object_id"
+            " WHERE e.notification_id LIKE $1",
             f"bench-{run}s-%",
         )
     finally:
         await conn.close()
     freshness = sorted((float(r["stored"]) - sent_at[r["notification_id"]]) * 1000 for r in rows)
+
+    def part(start: str | None, end: str) -> float:
+        """The median of one leg (ms): sent -> stored in the API's transaction -> claimed -> email stored."""
+        legs = sorted(
+            (float(r[end]) - (float(r[start]) if start else sent_at[r["notification_id"]])) * 1000
+            for r in rows
+            if r[end] is not None and (start is None or r[start] is not None)
+        )
+        return round(drivers.percentile(legs, 0.5), 1)
+
+    legs = {
+        "sent_to_received_ms": part(None, "received"),
+        "received_to_claimed_ms": part("received", "claimed"),
+        "claimed_to_stored_ms": part("claimed", "stored"),
+    }
     return {
         "rate": args.rate,
         "notifications": n,
@@ -296,6 +315,7 @@ async def steady_phase(stack: Stack, args: argparse.Namespace, run: str) -> dict
         "freshness_p50_ms": round(drivers.percentile(freshness, 0.5), 1),
         "freshness_p99_ms": round(drivers.percentile(freshness, 0.99), 1),
         "freshness_max_ms": round(freshness[-1], 1) if freshness else None,
+        "freshness_legs_p50": legs,
         "api_rss_mb_max": round(max((m["api_mb"] for m in memory), default=0), 1),
         "worker_rss_mb_max": round(max((m["worker_mb"] for m in memory), default=0), 1),
         "freshness_ms": freshness,

@@ -14,6 +14,7 @@ takes them all (up to MAILROOM_WORKER_BATCH_SIZE). Retries, replays and what the
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import socket
@@ -38,10 +39,13 @@ LISTENING_POLL_S = 1.0
 class Pump:
     """`start(ctx)` in the worker's start-up (or `drain(ctx)` for a burst), `aclose()` at its shut-down."""
 
-    def __init__(self, jc: JobContext) -> None:
+    def __init__(self, jc: JobContext, *, listening_poll_s: float = LISTENING_POLL_S) -> None:
         self._jc = jc
+        self._listening_poll_s = listening_poll_s
         self._settings = jc.settings
-        self._wake = asyncio.Event()
+        # Idle runners, woken one per NOTIFY: waking them all would send every idle runner to claim the same events.
+        self._idle_runners: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._missed = False  # a NOTIFY came while every runner was busy: the next to finish looks again
         self._closing = False
         self._runners: list[asyncio.Task[None]] = []
         self._listener: asyncpg.Connection | None = None
@@ -64,7 +68,9 @@ class Pump:
         """Claim nothing more; let the batches under way finish within the shutdown grace, then stop them (a
         stopped batch gives its unfinished events back)."""
         self._closing = True
-        self._wake.set()
+        while self._idle_runners:
+            if not (waiter := self._idle_runners.popleft()).done():
+                waiter.set_result(None)
         if self._runners:
             _, late = await asyncio.wait(self._runners, timeout=self._settings.shutdown_grace_seconds)
             for task in late:
@@ -89,7 +95,7 @@ class Pump:
                 await self._idle(1.0)
                 continue
             if not claimed:
-                await self._idle(LISTENING_POLL_S if self._listening() else self._settings.worker_poll_delay)
+                await self._idle(self._listening_poll_s if self._listening() else self._settings.worker_poll_delay)
 
     async def _one(self, ctx: dict[str, Any]) -> int:
         """Claim and run one batch; 0 when nothing was waiting."""
@@ -107,6 +113,8 @@ class Pump:
             return 0
         if not claimed:
             return 0
+        if len(claimed) == limit:
+            self._wake_one()  # a full batch: more may be waiting, for another runner
         self._batches += 1
         label = f"{self._label}:{self._batches}"
         self._jc.heartbeat.job_started(label)
@@ -122,13 +130,28 @@ class Pump:
         return len(claimed)
 
     async def _idle(self, seconds: float) -> None:
-        if not self._listening() and not self._closing:
+        if self._missed or self._closing:
+            self._missed = False
+            return
+        if not self._listening():
             await self._listen()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        if not self._closing:
-            self._wake.clear()
+        waiter = asyncio.get_running_loop().create_future()
+        self._idle_runners.append(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await waiter
+        finally:
+            with contextlib.suppress(ValueError):
+                self._idle_runners.remove(waiter)
+
+    def _wake_one(self) -> None:
+        while self._idle_runners:
+            waiter = self._idle_runners.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._missed = True
 
     def _listening(self) -> bool:
         return self._listener is not None and not self._listener.is_closed()
@@ -149,4 +172,4 @@ class Pump:
             self._listener = None
 
     def _notified(self, *_: Any) -> None:
-        self._wake.set()
+        self._wake_one()

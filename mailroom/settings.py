@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     # classify each batch together. Off: the API queues one `process_event` job per event. API and workers must
     # agree. Batches one worker runs at once, and the most events one batch claims:
     batch_worker: bool = True
-    worker_batches: int = Field(default=4, gt=0)
+    worker_batches: int = Field(default=16, gt=0)
     worker_batch_size: int = Field(default=500, gt=0)
     # Message fetches one worker process keeps in flight to Nylas (its connection pool).
     nylas_connections: int = Field(default=100, gt=0)

@@ -3,6 +3,7 @@ several notifications of one message cost one fetch, and a stopped batch gives i
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,9 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import stage_runs
-from jobs.worker import shutdown, startup
+from jobs.context import JobContext
+from jobs.pump import Pump
+from jobs.worker import PUMP_KEY, shutdown, startup
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
@@ -188,6 +191,35 @@ async def test_a_batch_stopped_midway_gives_its_events_back_untried(
     assert {(e.status, e.attempts) for e in await helpers.events(sessionmaker)} == {("received", 0)}
     await drain(settings)
     assert {(e.status, e.attempts) for e in await helpers.events(sessionmaker)} == {("processed", 1)}
+
+
+async def test_a_lone_notification_wakes_an_idle_worker_at_once(
+    settings: Settings,
+    api: httpx.AsyncClient,
+    redis: ArqRedis,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    fake_nylas: FakeNylas,
+) -> None:
+    """The API's NOTIFY wakes a runner: nothing waits for a batch to fill, nor for a poll (here an hour apart)."""
+    fake_nylas.add_message(message())
+    ctx: dict[str, Any] = {"settings": settings, "redis": redis}
+    await startup(ctx)
+    pump = ctx[PUMP_KEY]
+    await pump.aclose()  # the one started with the worker polls every second: replace it with a patient one
+    ctx[PUMP_KEY] = Pump(JobContext.from_ctx(ctx), listening_poll_s=3600)
+    await ctx[PUMP_KEY].start(ctx)
+    try:
+        await post(api, fetch_notice("msg_1"))
+
+        async def processed() -> bool:
+            return [e.status for e in await helpers.events(sessionmaker)] == ["processed"]
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await processed():
+            assert asyncio.get_running_loop().time() < deadline, "no runner woke for the notification"
+            await asyncio.sleep(0.02)
+    finally:
+        await shutdown(ctx)
 
 
 async def test_with_batches_off_each_event_is_a_job_of_its_own(
