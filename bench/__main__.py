@@ -65,6 +65,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--apis", type=int, default=1, help="API processes")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--worker-concurrency", type=int, default=200, help="MAILROOM_WORKER_CONCURRENCY")
+    parser.add_argument(
+        "--fetch", choices=("http", "sdk"), default="http", help="MAILROOM_NYLAS_FETCH: how the batch worker fetches"
+    )
+    parser.add_argument("--worker-batches", type=int, default=16, help="MAILROOM_WORKER_BATCHES")
+    parser.add_argument(
+        "--per-event", action="store_true", help="MAILROOM_BATCH_WORKER=false: one job per event, as before batches"
+    )
     parser.add_argument("--latency", type=float, default=0.05, help="fake Nylas answer time, seconds")
     parser.add_argument("--failure-rate", type=float, default=0.0, help="share of Nylas calls answered 503")
     parser.add_argument("--rate", type=float, default=200, help="steady phase: notifications a second")
@@ -353,7 +360,14 @@ async def main() -> int:
     admin_url = os.environ.get("MAILROOM_BENCH_DATABASE_URL") or servers.database_url
     redis_url = os.environ.get("MAILROOM_BENCH_REDIS_URL") or servers.redis_url
     assert admin_url and redis_url
-    stack = Stack(admin_url, redis_url, workdir, args.latency, args.failure_rate, args.worker_concurrency)
+    worker_env = {
+        "MAILROOM_NYLAS_FETCH": args.fetch,
+        "MAILROOM_WORKER_BATCHES": str(args.worker_batches),
+        "MAILROOM_BATCH_WORKER": "false" if args.per_event else "true",
+    }
+    stack = Stack(
+        admin_url, redis_url, workdir, args.latency, args.failure_rate, args.worker_concurrency, worker_env=worker_env
+    )
     store_names = ("postgres", "redis-server")
     results: dict[str, Any] = {
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},

@@ -37,6 +37,8 @@ class Stack:
     latency: float
     failure_rate: float
     worker_concurrency: int
+    # Worker settings a run asks for (MAILROOM_* variables of the bench's own environment are not passed on).
+    worker_env: dict[str, str] = field(default_factory=dict)
     database_url: str = ""
     fake_url: str = ""
     fake: subprocess.Popen[bytes] | None = None
@@ -73,7 +75,7 @@ class Stack:
             "MAILROOM_NYLAS_RATE_PER_GRANT": "1000",
             "MAILROOM_DB_POOL_SIZE": "20",
             "MAILROOM_QUEUE_NAME": QUEUE,
-        }
+        } | self.worker_env
 
     async def start_fake_nylas(self) -> None:
         port = procs.free_port()
