@@ -34,6 +34,9 @@ from jobs.process_batch import claim, run_claimed
 log = structlog.get_logger(__name__)
 # Without a listening connection, how often an idle runner looks; with one, NOTIFY wakes it and this is a backstop.
 LISTENING_POLL_S = 1.0
+# Events one worker may hold claimed, per Nylas connection (MAILROOM_NYLAS_CONNECTIONS): enough for fetches to
+# overlap the batches' writes, few enough that a second worker finds work.
+IN_FLIGHT_PER_CONNECTION = 4
 
 
 class Pump:
@@ -46,6 +49,11 @@ class Pump:
         # Idle runners, woken one per NOTIFY: waking them all would send every idle runner to claim the same events.
         self._idle_runners: collections.deque[asyncio.Future[None]] = collections.deque()
         self._missed = False  # a NOTIFY came while every runner was busy: the next to finish looks again
+        # Events claimed and not finished. A worker holds no more than its Nylas connections can fetch in a few
+        # rounds: claimed beyond that they would only wait here while another worker has nothing to do.
+        self._in_flight = 0
+        self._most_in_flight = IN_FLIGHT_PER_CONNECTION * jc.settings.nylas_connections
+        self._starved = False
         self._closing = False
         self._runners: list[asyncio.Task[None]] = []
         self._listener: asyncpg.Connection | None = None
@@ -99,18 +107,25 @@ class Pump:
 
     async def _one(self, ctx: dict[str, Any]) -> int:
         """Claim and run one batch; 0 when nothing was waiting."""
-        limit = self._settings.worker_batch_size
+        room = self._most_in_flight - self._in_flight
+        if room <= 0:
+            self._starved = True  # woken when a batch under way finishes
+            return 0
+        limit = min(self._settings.worker_batch_size, room)
         # arq's bound for a killed job, kept for a killed batch too (README, Crash recovery).
         stale_s = self._settings.job_timeout + 10
 
         def take(session: AsyncSession) -> Awaitable[list[ClaimedEvent]]:
             return webhook_events.claim_next(session, limit=limit, stale_after_s=stale_s)
 
+        # Reserved before the claim: runners claim side by side, and each must see the others' share.
+        self._in_flight += limit
         try:
             claimed, states = await claim(self._jc, take)
         except Exception as exc:
             log.warning("batch.claim_failed", error=f"{type(exc).__name__}: {exc}")
-            return 0
+            claimed, states = [], {}
+        self._in_flight -= limit - len(claimed)
         if not claimed:
             return 0
         if len(claimed) == limit:
@@ -127,6 +142,10 @@ class Pump:
             log.warning("batch.timed_out", events=len(claimed), timeout_s=self._settings.job_timeout)
         finally:
             self._jc.heartbeat.job_ended(label)
+            self._in_flight -= len(claimed)
+            if self._starved:
+                self._starved = False
+                self._wake_one()
         return len(claimed)
 
     async def _idle(self, seconds: float) -> None:

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     # agree. Batches one worker runs at once, and the most events one batch claims:
     batch_worker: bool = True
     worker_batches: int = Field(default=16, gt=0)
-    worker_batch_size: int = Field(default=500, gt=0)
+    worker_batch_size: int = Field(default=100, gt=0)
     # Message fetches one worker process keeps in flight to Nylas (its connection pool).
     nylas_connections: int = Field(default=100, gt=0)
     # `http`: the SDK's request on aiohttp (jobs/message_fetch.py); `sdk`: through the SDK's own calls on threads.

@@ -222,6 +222,30 @@ async def test_a_lone_notification_wakes_an_idle_worker_at_once(
         await shutdown(ctx)
 
 
+async def test_a_worker_claims_no_more_than_its_connections_can_fetch_soon(
+    settings: Settings,
+    api: httpx.AsyncClient,
+    redis: ArqRedis,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    fake_nylas: FakeNylas,
+) -> None:
+    """One connection: at most four events claimed at once, the rest left waiting for any other worker."""
+    fake_nylas.any_message = True
+    fake_nylas.latency = 30
+    await as_one_batch(api, sessionmaker, [fetch_notice(f"m{n}") for n in range(10)])
+    ctx: dict[str, Any] = {"settings": settings.model_copy(update={"nylas_connections": 1}), "redis": redis}
+    await startup(ctx)
+    try:
+        await poll_until(lambda: len(fake_nylas.requests_to("/messages/")) == 1, what="the first fetch")
+        statuses = [e.status for e in await helpers.events(sessionmaker)]
+        assert (statuses.count("processing"), statuses.count("received")) == (4, 6)
+    finally:
+        fake_nylas.latency = 0
+        await shutdown(ctx)
+    await drain(settings)
+    assert {e.status for e in await helpers.events(sessionmaker)} == {"processed"}
+
+
 async def test_with_batches_off_each_event_is_a_job_of_its_own(
     settings: Settings, redis: ArqRedis, sessionmaker: async_sessionmaker[AsyncSession], fake_nylas: FakeNylas
 ) -> None:
