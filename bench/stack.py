@@ -61,21 +61,25 @@ class Stack:
         await client.aclose()
 
     def env(self, port: int = 0) -> dict[str, str]:
-        return {k: v for k, v in os.environ.items() if not k.startswith("MAILROOM_")} | {
-            "MAILROOM_DATABASE_URL": self.database_url,
-            "MAILROOM_REDIS_URL": self.redis_url,
-            "MAILROOM_PORT": str(port),
-            "MAILROOM_WEBHOOK_SECRETS": SECRET,
-            "MAILROOM_NYLAS_API_URI": self.fake_url,
-            "MAILROOM_NYLAS_API_KEY": API_KEY,
-            "MAILROOM_ACTIONS_DRY_RUN": "true",
-            "MAILROOM_LOG_LEVEL": "WARNING",
-            "MAILROOM_LOG_FORMAT": "json",
-            "MAILROOM_WORKER_CONCURRENCY": str(self.worker_concurrency),
-            "MAILROOM_NYLAS_RATE_PER_GRANT": "1000",
-            "MAILROOM_DB_POOL_SIZE": "20",
-            "MAILROOM_QUEUE_NAME": QUEUE,
-        } | self.worker_env
+        return (
+            {k: v for k, v in os.environ.items() if not k.startswith("MAILROOM_")}
+            | {
+                "MAILROOM_DATABASE_URL": self.database_url,
+                "MAILROOM_REDIS_URL": self.redis_url,
+                "MAILROOM_PORT": str(port),
+                "MAILROOM_WEBHOOK_SECRETS": SECRET,
+                "MAILROOM_NYLAS_API_URI": self.fake_url,
+                "MAILROOM_NYLAS_API_KEY": API_KEY,
+                "MAILROOM_ACTIONS_DRY_RUN": "true",
+                "MAILROOM_LOG_LEVEL": "WARNING",
+                "MAILROOM_LOG_FORMAT": "json",
+                "MAILROOM_WORKER_CONCURRENCY": str(self.worker_concurrency),
+                "MAILROOM_NYLAS_RATE_PER_GRANT": "1000",
+                "MAILROOM_DB_POOL_SIZE": "20",
+                "MAILROOM_QUEUE_NAME": QUEUE,
+            }
+            | self.worker_env
+        )
 
     async def start_fake_nylas(self) -> None:
         port = procs.free_port()
