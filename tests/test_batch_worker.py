@@ -49,7 +49,6 @@ async def test_one_bad_email_in_a_batch_fails_alone(
     fetch: str,
     settings: Settings,
     api: httpx.AsyncClient,
-    redis: ArqRedis,
     sessionmaker: async_sessionmaker[AsyncSession],
     fake_nylas: FakeNylas,
 ) -> None:
@@ -92,7 +91,6 @@ async def test_one_bad_email_in_a_batch_fails_alone(
 async def test_a_hot_grant_keeps_its_rate_and_does_not_hold_up_the_others(
     settings: Settings,
     api: httpx.AsyncClient,
-    redis: ArqRedis,
     sessionmaker: async_sessionmaker[AsyncSession],
     fake_nylas: FakeNylas,
 ) -> None:
@@ -116,7 +114,6 @@ async def test_a_hot_grant_keeps_its_rate_and_does_not_hold_up_the_others(
 async def test_notifications_of_one_message_in_a_batch_fetch_it_once(
     settings: Settings,
     api: httpx.AsyncClient,
-    redis: ArqRedis,
     sessionmaker: async_sessionmaker[AsyncSession],
     fake_nylas: FakeNylas,
 ) -> None:
@@ -146,7 +143,6 @@ async def test_notifications_of_one_message_in_a_batch_fetch_it_once(
 async def test_complete_notifications_of_one_message_store_the_newest_without_a_fetch(
     settings: Settings,
     api: httpx.AsyncClient,
-    redis: ArqRedis,
     sessionmaker: async_sessionmaker[AsyncSession],
     fake_nylas: FakeNylas,
 ) -> None:
