@@ -174,13 +174,15 @@ def _by_message(
             continue
         assert event.grant_id is not None and event.object_id is not None  # the API stores message events so
         key = (event.grant_id, event.object_id)
-        needs_fetch = trigger.truncated or not is_complete(_object(event))
+        carried = None if trigger.truncated else _object(event)
+        needs_fetch = carried is None or not is_complete(carried)
         found = messages.get(key)
         if found is None:
-            messages[key] = _Message([event], needs_fetch)
+            messages[key] = _Message([event], needs_fetch, carried)
         else:
             found.events.append(event)
             found.fetch = found.fetch or needs_fetch
+            found.message = carried  # the newest so far (oldest first); a fetch replaces it
     return messages, solo
 
 
@@ -239,9 +241,9 @@ def _prepare(jc: JobContext, key: Key, message: _Message) -> bool:
     """The email's columns, its class and the stage it reaches here; False (with `error` set) if it cannot be."""
     newest = message.newest
     try:
-        body = message.message if message.fetch else _object(newest)
-        assert body is not None
-        columns = email_columns(body)
+        # Fetched: Nylas's current state. Not fetched: every notification carried the whole message; the newest's.
+        assert message.message is not None
+        columns = email_columns(message.message)
         classify_began = time.monotonic()
         classification, message.rule, pipeline = _classify(jc, columns)
         message.classify_s = time.monotonic() - classify_began
