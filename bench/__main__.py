@@ -23,9 +23,7 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,7 @@ import uvloop
 
 from bench import ceilings, drivers, procs
 from bench.stack import QUEUE, Stack, wait_for
+from bench.table import print_table
 from mailroom import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,44 +92,10 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def profiler(directory: Path | None, name: str, pids: list[int]) -> list[subprocess.Popen[bytes]]:
-    if directory is None:
-        return []
-    directory.mkdir(parents=True, exist_ok=True)
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    return [
-        subprocess.Popen(
-            [
-                spy,
-                "record",
-                "--pid",
-                str(pid),
-                "--rate",
-                "250",
-                "--gil",
-                "--format",
-                "raw",
-                "-o",
-                str(directory / f"{name}-{pid}"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for pid in pids
-    ]
-
-
-def stop_profilers(spies: list[subprocess.Popen[bytes]]) -> None:
-    for spy in spies:
-        spy.send_signal(signal.SIGINT)
-    for spy in spies:
-        spy.wait(60)
-
-
 async def ingest_phase(stack: Stack, args: argparse.Namespace, run: str, meter: procs.CpuMeter) -> dict[str, Any]:
     bodies = [drivers.notification(n, run) for n in range(args.ingest_notifications)]
     await stack.start_apis(args.apis)
-    spies = profiler(args.profile, "api", [p.pid for p in stack.apis])
+    spies = procs.profiler(args.profile, "api", [p.pid for p in stack.apis])
     meter.groups = stack.groups(meter.groups[-1].comm)
     meter.start()
     try:
@@ -148,7 +113,7 @@ async def ingest_phase(stack: Stack, args: argparse.Namespace, run: str, meter: 
                 *(drivers.closed_loop(url, share, per_api) for url, share in zip(stack.api_urls, shares, strict=True))
             )
         cpu = meter.stop()
-        stop_profilers(spies)
+        procs.stop_profilers(spies)
         rss = sum(procs.rss_mb(p.pid) for p in stack.apis)
     finally:
         stack.stop_apis()
@@ -177,7 +142,7 @@ async def drain_phase(stack: Stack, args: argparse.Namespace, run: str, meter: p
     await drivers.closed_loop(stack.api_urls[0], bodies, args.concurrency)
     stack.stop_apis()
     await stack.start_workers(args.workers)
-    spies = profiler(args.profile, "worker", [p.pid for p in stack.workers])
+    spies = procs.profiler(args.profile, "worker", [p.pid for p in stack.workers])
     meter.groups = stack.groups(meter.groups[-1].comm)
     meter.start()
     began = time.monotonic()
@@ -200,7 +165,7 @@ async def drain_phase(stack: Stack, args: argparse.Namespace, run: str, meter: p
                 done_at = now
             await asyncio.sleep(0.25)
         cpu = meter.stop()
-        stop_profilers(spies)
+        procs.stop_profilers(spies)
         rss = sum(procs.rss_mb(p.pid) for p in stack.workers)
         stored_span, done_span = (float(v) for v in await conn.fetchrow(SPAN))
     finally:
@@ -443,89 +408,6 @@ async def main() -> int:
         for path in plots.draw(runs[-1], results, args.out):
             print(f"plot: {path}")
     return 0
-
-
-def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
-    m, c = results["median"], results["ceilings"]
-    pg, rd, arq = c["postgres"], c["redis"], c["arq"]
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "MISSED"
-
-    # (name, figure, target, verdict, ceiling); targets from the batch worker's issue (README, Performance).
-    rows = [
-        (
-            "ingest, closed loop",
-            f"{m['ingest_req_per_s']:.0f} req/s, p50 {m['ingest_p50_ms']:.1f} ms, p99 {m['ingest_p99_ms']:.1f} ms, "
-            f"non-2xx {m['ingest_non_2xx']:.0f}",
-            "",
-            "",
-            f"trivial endpoint {c['trivial_endpoint']['req_per_s']} req/s",
-        ),
-        (
-            f"ingest at {args.ingest_rate:.0f}/s",
-            f"p50 {m['fixed_rate_p50_ms']:.1f} ms, p99 {m['fixed_rate_p99_ms']:.1f} ms "
-            f"(sent {m['fixed_rate_achieved']:.0f}/s)",
-            "p99 <= 50 ms",
-            verdict(m["fixed_rate_p99_ms"] <= 50),
-            "",
-        ),
-        (
-            "drain, stored",
-            f"{m['drain_emails_stored_per_s']:.0f} emails/s",
-            ">= 1,000/s",
-            verdict(m["drain_emails_stored_per_s"] >= 1000),
-            f"arq no-op {arq['jobs_per_s']} jobs/s",
-        ),
-        ("drain, chain done", f"{m['drain_emails_done_per_s']:.0f} emails/s", "", "", ""),
-        (
-            "CPU per email, ours",
-            f"{m['cpu_ms_per_email']:.2f} ms (ingest {m['cpu_ms_per_email_ingest']:.2f} + drain "
-            f"{m['cpu_ms_per_email_drain']:.2f}): API, worker, PostgreSQL, Redis",
-            "<= 1.6 ms",
-            verdict(m["cpu_ms_per_email"] <= 1.6),
-            f"arq alone {arq['worker_cpu_ms_per_job']} ms a job",
-        ),
-        ("CPU per email, fake Nylas", f"{m['fake_nylas_cpu_ms_per_email']:.2f} ms (not ours)", "", "", ""),
-        (
-            f"freshness at {args.rate:.0f}/s",
-            f"p50 {m['freshness_p50_ms']:.0f} ms, p99 {m['freshness_p99_ms']:.0f} ms",
-            "p50 <= 100, p99 <= 500 ms",
-            verdict(m["freshness_p50_ms"] <= 100 and m["freshness_p99_ms"] <= 500),
-            "",
-        ),
-        (
-            "memory, max RSS",
-            f"API {m['api_rss_mb']:.0f} MB, worker {m['worker_rss_mb'] / args.workers:.0f} MB"
-            + (f" each ({args.workers})" if args.workers > 1 else ""),
-            "worker <= 200 MB",
-            verdict(m["worker_rss_mb"] / args.workers <= 200),
-            "",
-        ),
-        (
-            "PostgreSQL commits",
-            "",
-            "",
-            "",
-            f"{pg['insert_tps_1_client']} tps from 1 client, {pg['insert_tps_4_clients']} from 4",
-        ),
-        (
-            "Redis SET",
-            "",
-            "",
-            "",
-            f"{rd['set_per_s_1_connection']}/s on 1 connection, {rd['set_per_s_4_connections']} on 4",
-        ),
-    ]
-    runs = int(args.runs)
-    print(
-        f"\nmedian of {runs} run{'s' if runs > 1 else ''}, {os.cpu_count()} cores, Nylas latency "
-        f"{args.latency * 1000:.0f} ms, {args.apis} API + {args.workers} worker process(es)"
-    )
-    width = max(len(r[0]) for r in rows)
-    for name, figure, target, met, ceiling in rows:
-        goal = f"[{target}: {met}]" if target else ""
-        print(f"  {name:<{width}}  {figure:<72} {goal:<32} {('| ' + ceiling) if ceiling else ''}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -137,3 +139,37 @@ class RedisServer:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
+
+
+def profiler(directory: Path | None, name: str, pids: list[int]) -> list[subprocess.Popen[bytes]]:
+    if directory is None:
+        return []
+    directory.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "250",
+                "--gil",
+                "--format",
+                "raw",
+                "-o",
+                str(directory / f"{name}-{pid}"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+
+
+def stop_profilers(spies: list[subprocess.Popen[bytes]]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+    for spy in spies:
+        spy.wait(60)
