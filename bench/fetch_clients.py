@@ -112,7 +112,7 @@ async def main() -> None:
                     return orjson.loads(await response.read())
 
             await measure("aiohttp + orjson", with_aiohttp, args.calls, args.concurrency)
-        fetcher = HttpFetcher(Client(api_key=API_KEY, api_uri=url), timeout=10, connections=args.concurrency)
+        fetcher = HttpFetcher(Client(api_key=API_KEY, api_uri=url, timeout=10), connections=args.concurrency)
         await measure(
             "mailroom's HttpFetcher (aiohttp, SDK errors)",
             lambda n: fetcher.find_message(f"grant_{n % 20}", f"m{n}"),

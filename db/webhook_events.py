@@ -295,13 +295,18 @@ class ClaimedEvent:
 
 # Claims what is waiting, and what a killed worker left `processing` for longer than a run may take (so a batch
 # never takes an event another live run holds). One statement for the whole batch.
+# Both claims: what they set and what they answer (a ClaimedEvent per row), and what a killed run leaves behind:
+# an event `processing` past `stale_s`, the bound a live run cannot outlast.
+_CLAIM_SET = "UPDATE webhook_events SET status = 'processing', attempts = attempts + 1, updated_at = now()"
+_CLAIM_RETURNING = (
+    "RETURNING id, type, grant_id, object_id, notified_at, received_at, attempts, (payload->'data'->'object')::text"
+)
+_LEFT_BY_A_KILLED_RUN = "(status = 'processing' AND updated_at < now() - make_interval(secs => :stale_s))"
 _CLAIM_MANY = text(
-    """
-    UPDATE webhook_events SET status = 'processing', attempts = attempts + 1, updated_at = now()
-    WHERE id = ANY(CAST(:ids AS bigint[]))
-      AND (status IN ('received', 'queued')
-           OR (status = 'processing' AND updated_at < now() - make_interval(secs => :stale_s)))
-    RETURNING id, type, grant_id, object_id, notified_at, received_at, attempts, (payload->'data'->'object')::text
+    f"""
+    {_CLAIM_SET}
+    WHERE id = ANY(CAST(:ids AS bigint[])) AND (status IN ('received', 'queued') OR {_LEFT_BY_A_KILLED_RUN})
+    {_CLAIM_RETURNING}
     """
 )
 
@@ -344,16 +349,14 @@ async def mark_processed_many(session: AsyncSession, event_ids: Sequence[int]) -
 # Also what a killed worker left `processing` past `stale_s` (the bound arq keeps for a killed job: its timeout + 10
 # s), so a crash costs that long, not the sweeper's interval.
 _CLAIM_NEXT = text(
-    """
-    UPDATE webhook_events SET status = 'processing', attempts = attempts + 1, updated_at = now()
+    f"""
+    {_CLAIM_SET}
     WHERE id IN (
-        SELECT id FROM webhook_events
-        WHERE status = 'received'
-           OR (status = 'processing' AND updated_at < now() - make_interval(secs => :stale_s))
+        SELECT id FROM webhook_events WHERE status = 'received' OR {_LEFT_BY_A_KILLED_RUN}
         ORDER BY updated_at LIMIT :limit
         FOR UPDATE SKIP LOCKED
     )
-    RETURNING id, type, grant_id, object_id, notified_at, received_at, attempts, (payload->'data'->'object')::text
+    {_CLAIM_RETURNING}
     """
 )
 # Sent in the transaction that stores events: delivered when it commits, once however many rows it stored.

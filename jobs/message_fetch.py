@@ -33,11 +33,11 @@ class Fetcher(Protocol):
 class HttpFetcher:
     """One aiohttp session for the worker's life (created on first use, inside the running loop)."""
 
-    def __init__(self, client: Client, *, timeout: float, connections: int, metrics: Metrics | None = None) -> None:
+    def __init__(self, client: Client, *, connections: int, metrics: Metrics | None = None) -> None:
         http = client.http_client
         self._api_server = http.api_server
         self._headers = http._build_request("GET", "/")["headers"]
-        self._timeout = timeout
+        self._timeout = float(http.timeout)
         self._connections = connections
         self._metrics = metrics
         self._session: aiohttp.ClientSession | None = None

@@ -62,6 +62,11 @@ class NylasGateway:
         self._client = Client(api_key=api_key, api_uri=api_uri.rstrip("/"), timeout=timeout)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nylas")
 
+    @property
+    def client(self) -> Client:
+        """The SDK client, for what sends its requests another way (jobs/message_fetch.py)."""
+        return self._client
+
     async def find_grant(self, grant_id: str) -> dict[str, Any]:
         def call() -> dict[str, Any]:
             return self._client.grants.find(grant_id=grant_id).data.to_dict()  # type: ignore[no-any-return]

@@ -71,9 +71,13 @@ class _Message:
 async def process_events(ctx: dict[str, Any], event_ids: list[int]) -> dict[str, int]:
     """Job: these events as one batch (the batch worker queues one when a grant's rate made events wait)."""
     jc = JobContext.from_ctx(ctx)
-    batch = await claim(
-        jc, lambda session: webhook_events.claim_many(session, event_ids, stale_after_s=jc.settings.job_timeout)
-    )
+    try:
+        batch = await claim(
+            jc, lambda session: webhook_events.claim_many(session, event_ids, stale_after_s=jc.settings.job_timeout)
+        )
+    except DatabaseError as exc:
+        # Nothing was claimed: run again a little later (the events wait where they are).
+        raise Retry(defer=min(5.0, jc.settings.retry_base_delay) or 1.0) from exc
     # Stopped midway, arq runs this job again: what it had not finished waits for it as `queued`.
     return await run_claimed(ctx, *batch, job_id=ctx.get("job_id"), give_back_to="queued")
 
@@ -82,17 +86,12 @@ Claim = Callable[[AsyncSession], Awaitable[list[ClaimedEvent]]]
 
 
 async def claim(jc: JobContext, take: Claim) -> tuple[list[ClaimedEvent], dict[str, grants.GrantState]]:
-    """One transaction: claim the events (`take`) and know their grants."""
-    try:
-        with translate_errors():
-            async with unit_of_work(jc.sessionmaker) as session:
-                claimed = await take(session)
-                grant_ids = [e.grant_id for e in claimed if e.grant_id]
-                states = await grants.ensure_many(session, grant_ids) if grant_ids else {}
-    except DatabaseError as exc:
-        # Nothing was claimed: run again a little later (the events wait where they are).
-        log.warning("batch.claim_failed", error=str(exc))
-        raise Retry(defer=min(5.0, jc.settings.retry_base_delay) or 1.0) from exc
+    """One transaction: claim the events (`take`) and know their grants. Raises DatabaseError, having claimed none."""
+    with translate_errors():
+        async with unit_of_work(jc.sessionmaker) as session:
+            claimed = await take(session)
+            grant_ids = [e.grant_id for e in claimed if e.grant_id]
+            states = await grants.ensure_many(session, grant_ids) if grant_ids else {}
     return claimed, states
 
 

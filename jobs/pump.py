@@ -27,6 +27,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import webhook_events
+from db.errors import DatabaseError
+from db.grants import GrantState
 from db.webhook_events import ClaimedEvent
 from jobs.context import JobContext
 from jobs.process_batch import claim, run_claimed
@@ -120,12 +122,14 @@ class Pump:
 
         # Reserved before the claim: runners claim side by side, and each must see the others' share.
         self._in_flight += limit
+        claimed: list[ClaimedEvent] = []
+        states: dict[str, GrantState] = {}
         try:
             claimed, states = await claim(self._jc, take)
-        except Exception as exc:
-            log.warning("batch.claim_failed", error=f"{type(exc).__name__}: {exc}")
-            claimed, states = [], {}
-        self._in_flight -= limit - len(claimed)
+        except DatabaseError as exc:
+            log.warning("batch.claim_failed", error=str(exc))
+        finally:
+            self._in_flight -= limit - len(claimed)
         if not claimed:
             return 0
         if len(claimed) == limit:

@@ -12,7 +12,6 @@ from arq import Worker
 from arq.connections import ArqRedis, RedisSettings
 from arq.cron import CronJob, cron
 from arq.worker import Function, func
-from nylas import Client
 from redis.exceptions import RedisError
 
 from db.engine import create_engine, create_sessionmaker
@@ -67,16 +66,7 @@ def build_context(settings: Settings, queue: ArqRedis, *, application_name: str 
     fetcher: Fetcher = (
         SdkFetcher(gateway)
         if settings.nylas_fetch == "sdk"
-        else HttpFetcher(
-            Client(
-                api_key=settings.nylas_api_key.get_secret_value(),
-                api_uri=settings.nylas_api_uri.rstrip("/"),
-                timeout=settings.nylas_timeout,
-            ),
-            timeout=settings.nylas_timeout,
-            connections=settings.nylas_connections,
-            metrics=metrics,
-        )
+        else HttpFetcher(gateway.client, connections=settings.nylas_connections, metrics=metrics)
     )
     return JobContext(
         settings=settings,
