@@ -41,8 +41,8 @@ from bench.procs import RedisServer
 from bench.soak_report import Report
 from mailroom import migrate
 from mailroom.fake_nylas import API_KEY, FakeNylasServer
+from mailroom.throwaway_servers import ThrowawayPostgres
 from service.signatures import sign
-from tests.throwaway import ThrowawayPostgres
 
 FAULTS = ("worker-kill", "redis-restart", "api-term", "nylas-errors", "postgres-restart", "worker-term")
 SECRET = "soak-webhook-secret-0001"

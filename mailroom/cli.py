@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
@@ -353,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # uvicorn re-raises the SIGTERM it handled once it has shut down; as an exception it unwinds through our
     # `finally` blocks (worker close, embedded servers stop) instead of killing the process on the spot.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if threading.current_thread() is threading.main_thread():  # tests call main() on a thread
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         settings = Settings()
     except ValidationError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +14,9 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Email, Grant, WebhookEvent
+from jobs.sweep import sweep
+from jobs.worker import build_context, close_context
+from mailroom.settings import Settings
 
 
 def free_port() -> int:
@@ -77,3 +81,17 @@ async def queued_event_ids(redis: ArqRedis, queue_name: str = "mailroom:test") -
         elif job["f"] == "process_event":
             ids.append(job["a"][0])
     return sorted(ids)
+
+
+async def sweep_now(settings: Settings, redis: ArqRedis) -> dict[str, Any]:
+    """A sweep that counts everything unfinished as stuck (the cron's threshold is minutes)."""
+    jc = build_context(settings.model_copy(update={"sweep_after_seconds": 0.001}), redis)
+    try:
+        await asyncio.sleep(0.01)
+        return await sweep(jc)
+    finally:
+        await close_context(jc)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"

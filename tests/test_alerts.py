@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+from tests.helpers import PROMETHEUS_DIR, ROOT
+
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None,

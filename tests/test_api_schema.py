@@ -16,9 +16,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service.openapi import SPEC
 from tests import helpers
-from tests.conftest import Servers, make_settings
+from tests.commands import MAILROOM, cli_env
+from tests.harness import Servers, make_settings
 from tests.notifications import SECRET, encode, envelope, message
-from tests.test_cli import MAILROOM, cli_env
 
 TOKEN = "schema-test-admin-token"
 schema = schemathesis.openapi.from_dict(SPEC)

@@ -19,7 +19,7 @@ from jobs.worker import PUMP_KEY, shutdown, startup
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
-from tests.conftest import drain, poll_until, running_api
+from tests.harness import drain, poll_until, running_api
 from tests.notifications import envelope, message, post, truncated
 
 

@@ -16,7 +16,7 @@ from jobs.nylas_client import METADATA_KEY
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
-from tests.conftest import drain
+from tests.harness import drain
 from tests.notifications import envelope, message, post
 
 Drain = Callable[[], Awaitable[None]]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 from pathlib import Path
 
 import orjson
@@ -15,38 +14,8 @@ from arq.connections import ArqRedis
 from mailroom.cli import build_parser
 from mailroom.settings import Settings
 from tests import helpers
-from tests.conftest import make_settings
-
-MAILROOM = str(Path(sys.executable).parent / "mailroom")
-
-
-def cli_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILROOM_")}
-    assert settings.database_url and settings.redis_url
-    env.update(
-        MAILROOM_DATABASE_URL=settings.database_url,
-        MAILROOM_REDIS_URL=settings.redis_url,
-        MAILROOM_QUEUE_NAME=settings.queue_name,
-        MAILROOM_TEST_TASK_SLEEP="0.2",
-        MAILROOM_LOG_FORMAT="json",
-        MAILROOM_NYLAS_API_URI=settings.nylas_api_uri,
-        MAILROOM_NYLAS_API_KEY=settings.nylas_api_key.get_secret_value(),
-    )
-    return env
-
-
-async def mailroom(settings: Settings, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run `mailroom ARGS` as a user would, with the test's settings (and `env` on top); exit code, stdout, stderr."""
-    process = await asyncio.create_subprocess_exec(
-        MAILROOM,
-        *args,
-        env=cli_env(settings) | (env or {}),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None  # for mypy: communicate() has waited for the exit
-    return process.returncode, stdout.decode(), stderr.decode()
+from tests.commands import MAILROOM, mailroom, mailroom_process
+from tests.harness import make_settings
 
 
 async def test_test_task_runs_through_the_cli(settings: Settings, redis: ArqRedis) -> None:
@@ -60,7 +29,7 @@ async def test_test_task_runs_through_the_cli(settings: Settings, redis: ArqRedi
     assert code == 0, err
     assert orjson.loads(out)["status"] == "queued"
 
-    code, _, err = await mailroom(settings, "worker", "--burst")
+    code, _, err = await mailroom_process(settings, "worker", "--burst")
     assert code == 0, err
 
     code, out, err = await mailroom(settings, "job", job_id)

@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
-from tests.test_cli import MAILROOM, cli_env, mailroom
+from tests.commands import MAILROOM, cli_env, mailroom
 
 
 def one_line(stderr: str) -> str:

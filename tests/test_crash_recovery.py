@@ -16,8 +16,8 @@ from jobs.worker import create_worker
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
+from tests.commands import MAILROOM, cli_env
 from tests.notifications import envelope, message, post, truncated
-from tests.test_cli import MAILROOM, cli_env
 
 JOB_TIMEOUT = 3.0
 # arq lets another worker take a job once its in-progress mark expires: the longest job timeout + 10 s; a batch

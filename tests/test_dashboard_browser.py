@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
-from tests.conftest import drain, running_api
+from tests.harness import drain, running_api
 from tests.notifications import envelope, message, post, truncated
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.settings import Settings
 from tests import helpers
-from tests.conftest import running_api
+from tests.harness import running_api
 from tests.notifications import envelope, message, post
 
 FUZZ = settings(
@@ -133,8 +133,8 @@ async def test_memory_stays_bounded_under_a_stream_of_hostile_bodies(settings: S
     from pathlib import Path
 
     from service.signatures import sign
+    from tests.commands import MAILROOM, cli_env
     from tests.notifications import SECRET
-    from tests.test_cli import MAILROOM, cli_env
 
     port = helpers.free_port()
     env = cli_env(settings) | {
@@ -224,7 +224,7 @@ class TestEdgesOfTheEnvelope:
     ) -> None:
         import time as time_module
 
-        from tests.conftest import drain
+        from tests.harness import drain
 
         now = int(time_module.time())
         await post(client, envelope(message(subject="from the future"), time=now + 10 * 365 * 86400))

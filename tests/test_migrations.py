@@ -10,7 +10,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import make_url
 
 from mailroom import migrate
-from tests.conftest import Servers, execute_on
+from tests.harness import Servers, execute_on
 
 
 async def test_upgrade_downgrade_upgrade_and_no_drift(servers: Servers) -> None:

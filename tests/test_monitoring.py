@@ -19,8 +19,8 @@ import pytest
 
 from mailroom.settings import Settings
 from tests import helpers
-from tests.test_alerts import PROMETHEUS_DIR, ROOT
-from tests.test_cli import MAILROOM, cli_env
+from tests.commands import MAILROOM, cli_env
+from tests.helpers import PROMETHEUS_DIR, ROOT
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [

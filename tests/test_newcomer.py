@@ -18,7 +18,7 @@ import pytest
 from mailroom.embedded import SharedRedis
 from mailroom.fake_nylas import API_KEY
 from tests import helpers
-from tests.test_cli import MAILROOM
+from tests.commands import MAILROOM
 
 
 @dataclass

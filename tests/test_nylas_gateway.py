@@ -12,8 +12,8 @@ from jobs.errors import PermanentError, TransientError
 from jobs.nylas_client import NylasGateway
 from mailroom.fake_nylas import API_KEY, FakeNylas, FakeNylasServer
 from tests import helpers
+from tests.commands import MAILROOM
 from tests.notifications import message
-from tests.test_cli import MAILROOM
 
 
 async def test_calls_reuse_one_connection_per_sdk_thread(

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.settings import Settings
 from tests import helpers
-from tests.conftest import make_settings, running_api
+from tests.harness import make_settings, running_api
 from tests.notifications import SECRET, encode, envelope, message, post
 
 EMPTY = {"webhook_events": 0, "emails": 0, "grants": 0}

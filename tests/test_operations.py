@@ -19,9 +19,9 @@ from jobs.heartbeat import Heartbeat
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
-from tests.conftest import drain, running_api
+from tests.commands import cli_env
+from tests.harness import drain, running_api
 from tests.notifications import envelope, message, post, truncated
-from tests.test_cli import cli_env
 
 TOKEN = "admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

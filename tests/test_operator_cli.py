@@ -15,10 +15,10 @@ from jobs.heartbeat import Heartbeat
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
-from tests.conftest import drain
+from tests.commands import MAILROOM, cli_env, mailroom, mailroom_process
+from tests.harness import drain
+from tests.helpers import sweep_now
 from tests.notifications import envelope, message, post, truncated
-from tests.test_cli import MAILROOM, cli_env, mailroom
-from tests.test_sweep_and_cron import sweep_now
 
 
 async def test_inspect_queued_scheduled_workers_and_dead(
@@ -174,6 +174,7 @@ async def test_stored_strings_are_not_rich_markup(settings: Settings, api: httpx
     """A grant id such as `[/bold]` is shown as it is, and does not crash the table."""
     await post(api, envelope(message(grant_id="[/bold]", subject="[red]not red[/red]")))
     await drain(settings)
-    code, out, err = await mailroom(settings, "inspect", "emails", env={"COLUMNS": "200"})
+    # A real process: rich reads COLUMNS when the CLI's consoles are made, at import.
+    code, out, err = await mailroom_process(settings, "inspect", "emails", env={"COLUMNS": "200"})
     assert code == 0, err
     assert "[/bold]" in out and "[red]not red[/red]" in out

@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.engine import create_engine, create_sessionmaker
 from mailroom.settings import Settings
+from mailroom.throwaway_servers import ThrowawayRedis, migrated_throwaway_postgres
 from tests import helpers
-from tests.conftest import running_api
+from tests.harness import running_api
 from tests.notifications import envelope, message, post
-from tests.throwaway import ThrowawayRedis, migrated_throwaway_postgres
 
 
 async def test_database_down_is_503_and_nothing_is_acknowledged(

@@ -19,9 +19,9 @@ from jobs.worker import build_context, close_context
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
-from tests.conftest import drain, running_api
+from tests.commands import mailroom
+from tests.harness import drain, running_api
 from tests.notifications import envelope, grant_object, message, post
-from tests.test_cli import mailroom
 
 TOKEN = "privacy-test-admin-token"
 

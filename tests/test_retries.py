@@ -13,9 +13,9 @@ from db import stage_runs
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
-from tests.conftest import drain
+from tests.commands import mailroom
+from tests.harness import drain
 from tests.notifications import envelope, message, post, truncated
-from tests.test_cli import mailroom
 
 Drain = Callable[[], Awaitable[None]]
 

@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from db.models import CronRun, Email, StageRun, WebhookEvent
 from mailroom.settings import Settings
 from tests import helpers
+from tests.commands import MAILROOM, cli_env
 from tests.notifications import envelope, message, post
-from tests.test_cli import MAILROOM, cli_env
 
 NOTIFICATIONS = int(os.environ.get("SCALE_NOTIFICATIONS", "1000"))
 

@@ -11,8 +11,8 @@ from mailroom.fake_nylas import API_KEY, FakeNylas
 from mailroom.settings import Settings
 from service.signatures import sign
 from tests import helpers
+from tests.commands import MAILROOM, cli_env
 from tests.notifications import SECRET, encode, envelope, message, truncated
-from tests.test_cli import MAILROOM, cli_env
 
 TOKEN = "admin-token-that-must-not-leak"
 SUBJECT = "URGENT: the quarterly numbers nobody may see"

@@ -21,9 +21,9 @@ from structlog.testing import capture_logs
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
-from tests.conftest import drain, running_api
+from tests.commands import MAILROOM, cli_env, mailroom
+from tests.harness import drain, running_api
 from tests.notifications import SECRET, envelope, message, post, truncated
-from tests.test_cli import MAILROOM, cli_env, mailroom
 
 TOKEN = "security-test-admin-token"
 

@@ -18,25 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.models import CronRun, StageRun
 from jobs.cron import run_once, sweep_cron
-from jobs.sweep import sweep
 from jobs.sync import sync_recent_emails
 from jobs.worker import build_context, close_context, create_worker
 from mailroom.fake_nylas import FakeNylas
 from mailroom.settings import Settings
 from tests import helpers
-from tests.conftest import drain, running_api
+from tests.commands import mailroom
+from tests.harness import drain, running_api
 from tests.notifications import envelope, message, post
-from tests.test_cli import mailroom
-
-
-async def sweep_now(settings: Settings, redis: ArqRedis) -> dict[str, Any]:
-    """A sweep that counts everything unfinished as stuck (the cron's threshold is minutes)."""
-    jc = build_context(settings.model_copy(update={"sweep_after_seconds": 0.001}), redis)
-    try:
-        await asyncio.sleep(0.01)
-        return await sweep(jc)
-    finally:
-        await close_context(jc)
 
 
 @pytest.fixture
@@ -65,7 +54,7 @@ async def test_redis_flushed_mid_run_loses_nothing_and_does_nothing_twice(
     await drain(settings, max_burst_jobs=15)  # part of the work done, part still queued
     await redis.flushdb()  # Redis restarted empty
 
-    found = await sweep_now(settings, redis)
+    found = await helpers.sweep_now(settings, redis)
     await drain(settings)
 
     assert found["events_requeued"] + found["emails_requeued"] > 0
@@ -88,7 +77,7 @@ async def test_sweeper_leaves_live_jobs_alone(
     per_event: Settings, per_event_api: httpx.AsyncClient, redis: ArqRedis
 ) -> None:
     await post(per_event_api, envelope(message()))
-    found = await sweep_now(per_event, redis)
+    found = await helpers.sweep_now(per_event, redis)
     assert found == {"events_stuck": 1, "events_requeued": 0, "emails_stuck": 0, "emails_requeued": 0}
     assert len(await helpers.queued_job_ids(redis)) == 1
 
@@ -99,7 +88,7 @@ async def test_sweeper_leaves_events_waiting_for_the_batch_workers_to_them(
     """Nothing of theirs is in Redis to lose: a flush changes nothing, the next claim takes them."""
     await post(api, envelope(message()))
     await redis.flushdb()
-    found = await sweep_now(settings, redis)
+    found = await helpers.sweep_now(settings, redis)
     assert found == {"events_stuck": 0, "events_requeued": 0, "emails_stuck": 0, "emails_requeued": 0}
     await drain(settings)
     assert [e.status for e in await helpers.events(sessionmaker)] == ["processed"]
@@ -112,7 +101,7 @@ async def test_event_stored_while_redis_was_down_is_picked_up_by_the_sweeper(
     async with running_api(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})) as client:
         assert (await post(client, envelope(message()))).json()["status"] == "received"
 
-    await sweep_now(settings, redis)
+    await helpers.sweep_now(settings, redis)
     await drain(settings)
 
     (event,) = await helpers.events(sessionmaker)

@@ -12,7 +12,7 @@ from jobs.errors import GrantPaused, PermanentError, TransientError
 from jobs.failures import Verdict, judge
 from jobs.policy import decide
 from jobs.rules import RulesConfig, RulesError, load_rules
-from tests.conftest import make_settings
+from tests.harness import make_settings
 from tests.notifications import message
 
 SHIPPED = load_rules()

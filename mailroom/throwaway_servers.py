@@ -1,4 +1,4 @@
-"""Servers a fault test may stop and start: private to the test, never the shared ones."""
+"""Servers a fault test or the soak may stop, crash and start again: private to their run, never the shared ones."""
 
 from __future__ import annotations
 
