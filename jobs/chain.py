@@ -16,8 +16,8 @@ from typing import Any
 
 import structlog
 from arq import Retry
-from arq.constants import in_progress_key_prefix
 
+from jobs import arq_storage
 from jobs.act_on_email import act_stage
 from jobs.classify_email import classify_stage
 from jobs.context import JobContext
@@ -57,9 +57,9 @@ async def carry_on(ctx: dict[str, Any], stage: str, email_id: int, *, started: f
         if not jc.settings.chain_inline or time.monotonic() - started > budget:
             await enqueue_stage(jc.queue, stage, email_id)
             return
-        lock = in_progress_key_prefix + stage_job_id(stage, email_id)
+        job_id = stage_job_id(stage, email_id)
         hold_ms = int((jc.settings.job_timeout + 10) * 1000)
-        if not await jc.queue.set(lock, b"1", px=hold_ms, nx=True):
+        if not await arq_storage.hold_in_progress(jc.queue, job_id, ms=hold_ms):
             # That stage is running already, as its own job or inline in another (two notifications of one message
             # arrive together): it carries the chain on. Its key is arq's own in-progress mark for the stage's job,
             # so neither arq nor another inline run starts the stage beside this one.
@@ -76,7 +76,7 @@ async def carry_on(ctx: dict[str, Any], stage: str, email_id: int, *, started: f
             await enqueue_stage(jc.queue, stage, email_id, defer_ms=int(jc.settings.retry_base_delay * 1000))
             return
         finally:
-            await jc.queue.delete(lock)
+            await arq_storage.release_in_progress(jc.queue, job_id)
         if outcome != "succeeded":
             return
         stage = NEXT[stage]

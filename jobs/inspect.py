@@ -9,13 +9,12 @@ import time
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import emails, webhook_events
 from db.models import CronRun, Email, WebhookEvent
-from jobs.enqueue import deserialize
+from jobs import arq_storage
 from jobs.heartbeat import live_workers
 
 # Statuses worth counting on every poll; `processed` and `ignored` grow without end and are not queue depth.
@@ -24,18 +23,14 @@ OPEN_EVENT_STATUSES = ("received", "queued", "processing", "parked", "dead")
 
 async def redis_depth(queue: ArqRedis, queue_name: str) -> dict[str, Any]:
     now_ms = int(time.time() * 1000)
-    async with queue.pipeline(transaction=False) as pipe:
-        pipe.zcount(queue_name, "-inf", now_ms)
-        pipe.zcount(queue_name, now_ms + 1, "+inf")
-        pipe.zrangebyscore(queue_name, "-inf", now_ms, start=0, num=1, withscores=True)
-        ready, deferred, oldest = await pipe.execute()
+    queued = await arq_storage.counts(queue, queue_name, now_ms=now_ms)
     workers = await live_workers(queue, queue_name)
     in_progress = sum(len(w.get("jobs", [])) for w in workers)
-    oldest_age = (now_ms - oldest[0][1]) / 1000 if oldest else 0.0
+    oldest_age = (now_ms - queued.oldest_ready_ms) / 1000 if queued.oldest_ready_ms is not None else 0.0
     return {
         # arq leaves a running job in the queue until it finishes: ready counts only what waits.
-        "ready": max(0, int(ready) - in_progress),
-        "deferred": int(deferred),
+        "ready": max(0, queued.ready - in_progress),
+        "deferred": queued.deferred,
         "in_progress": in_progress,
         "oldest_ready_age_seconds": round(max(0.0, oldest_age), 3),
         "workers": len(workers),
@@ -106,7 +101,7 @@ def _score_range(scheduled: bool | None) -> tuple[int | str, int | str]:
 
 async def queued_count(queue: ArqRedis, queue_name: str, *, scheduled: bool | None) -> int:
     low, high = _score_range(scheduled)
-    return int(await queue.zcount(queue_name, low, high))
+    return await arq_storage.count(queue, queue_name, low=low, high=high)
 
 
 async def queued_jobs(
@@ -115,22 +110,16 @@ async def queued_jobs(
     """Jobs waiting now (ready), later (`scheduled`: deferred retries and throttled work) or either (None), oldest
     first."""
     low, high = _score_range(scheduled)
-    entries = await queue.zrangebyscore(queue_name, low, high, start=0, num=limit, withscores=True)
-    jobs = []
-    for raw_id, score in entries:
-        job_id = raw_id.decode()
-        raw = await queue.get(job_key_prefix + job_id)
-        info = deserialize(raw) if raw else {}
-        jobs.append(
-            {
-                "job_id": job_id,
-                "function": info.get("f"),
-                "args": info.get("a"),
-                "tries": info.get("t"),
-                "run_at": score / 1000,
-            }
-        )
-    return jobs
+    return [
+        {
+            "job_id": job.job_id,
+            "function": job.function,
+            "args": job.args,
+            "tries": job.tries,
+            "run_at": job.run_at_ms / 1000,
+        }
+        for job in await arq_storage.read_queued(queue, queue_name, low=low, high=high, limit=limit)
+    ]
 
 
 async def cron_status(session: AsyncSession) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ from jobs.calls import note_rate_limit
 from jobs.chain import carry_on
 from jobs.classifier import EmailView
 from jobs.context import JobContext
-from jobs.enqueue import PROCESS_EVENT, ProcessEventEnqueuer, process_event_job_id, requeue
+from jobs.enqueue import ProcessEventEnqueuer, requeue_event
 from jobs.errors import TransientError
 from jobs.messages import email_columns, is_complete
 from jobs.process_event import record_failure
@@ -407,14 +407,14 @@ async def _fail(jc: JobContext, event: ClaimedEvent, exc: Exception, *, job_id: 
         await record_failure(jc, event, run_id, exc, log.bind(event_id=event.id, grant_id=event.grant_id))
     except Retry as retry:
         delay = (retry.defer_score or 0) / 1000
-        await requeue(jc.queue, process_event_job_id(event.id), PROCESS_EVENT, event.id, defer_s=delay)
+        await requeue_event(jc.queue, event.id, defer_s=delay)
 
 
 async def _hand_on(jc: JobContext, events: list[ClaimedEvent]) -> None:
     """Events the batch does not process: their claim goes back, and each gets its own `process_event` job."""
     await _give_back(jc, [e.id for e in events])
     for event in events:
-        await requeue(jc.queue, process_event_job_id(event.id), PROCESS_EVENT, event.id)
+        await requeue_event(jc.queue, event.id)
 
 
 async def _defer(jc: JobContext, events: list[ClaimedEvent], wait: float) -> None:

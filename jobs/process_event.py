@@ -22,12 +22,10 @@ from jobs.calls import defer_for, note_rate_limit
 from jobs.chain import carry_on
 from jobs.context import JobContext
 from jobs.enqueue import (
-    PROCESS_EVENT,
     STAGE_JOBS,
     enqueue_sync_grant,
-    process_event_job_id,
-    requeue,
-    stage_job_id,
+    requeue_event,
+    requeue_stage,
 )
 from jobs.errors import Throttled, TransientError
 from jobs.failures import Verdict, count, finish_failed_run, judge
@@ -209,10 +207,10 @@ async def _apply_grant(jc: JobContext, event: WebhookEvent, trigger: Trigger, ru
             )
     # Their earlier (parked) runs left results under the same job ids: requeue, which clears them.
     for parked_event in unparked_events:
-        await requeue(jc.queue, process_event_job_id(parked_event), PROCESS_EVENT, parked_event)
+        await requeue_event(jc.queue, parked_event)
     for email_id, stage in unparked_emails:
         if stage in STAGE_JOBS:
-            await requeue(jc.queue, stage_job_id(stage, email_id), STAGE_JOBS[stage], email_id, False)
+            await requeue_stage(jc.queue, stage, email_id)
     if resumed_from is not None:
         # Backfill what the pause may have missed: Nylas re-sends webhooks only for outages under 72 h.
         since = resumed_from - timedelta(seconds=jc.settings.sync_overlap_seconds)

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Email, WebhookEvent
 from db.uow import unit_of_work
-from jobs.enqueue import PROCESS_EVENT, STAGE_JOBS, process_event_job_id, requeue, stage_job_id
+from jobs.enqueue import requeue_event, requeue_stage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,7 +118,7 @@ async def replay(
                 )
             )
     for event_id in found.event_ids:
-        await requeue(queue, process_event_job_id(event_id), PROCESS_EVENT, event_id)
+        await requeue_event(queue, event_id)
     for email_id, stage in found.emails:
-        await requeue(queue, stage_job_id(stage, email_id), STAGE_JOBS[stage], email_id, False)
+        await requeue_stage(queue, stage, email_id)
     return found

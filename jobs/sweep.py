@@ -17,12 +17,9 @@ from db.errors import translate_errors
 from db.uow import unit_of_work
 from jobs.context import JobContext
 from jobs.enqueue import (
-    PROCESS_EVENT,
-    STAGE_JOBS,
     batched_event_ids,
-    process_event_job_id,
-    requeue,
-    stage_job_id,
+    requeue_event,
+    requeue_stage,
 )
 
 log = structlog.get_logger(__name__)
@@ -40,15 +37,9 @@ async def sweep(jc: JobContext) -> dict[str, Any]:
             waiting = await emails.stuck(session, older_than=cutoff, limit=jc.settings.sweep_batch)
     batched = await batched_event_ids(jc.queue) if event_ids else set()
     requeued_events = [
-        event_id
-        for event_id in event_ids
-        if event_id not in batched and await requeue(jc.queue, process_event_job_id(event_id), PROCESS_EVENT, event_id)
+        event_id for event_id in event_ids if event_id not in batched and await requeue_event(jc.queue, event_id)
     ]
-    requeued_emails = [
-        email_id
-        for email_id, stage in waiting
-        if await requeue(jc.queue, stage_job_id(stage, email_id), STAGE_JOBS[stage], email_id, False)
-    ]
+    requeued_emails = [email_id for email_id, stage in waiting if await requeue_stage(jc.queue, stage, email_id)]
     with translate_errors():
         async with unit_of_work(jc.sessionmaker) as session:
             # Touched, so the next sweep gives the new job its time before looking again.

@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 import structlog
 import uvloop
-from arq.jobs import Job
 from pydantic import SecretStr, ValidationError
 from rich.console import Console
 
@@ -193,28 +192,16 @@ def cmd_enqueue_test(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_job(settings: Settings, args: argparse.Namespace) -> int:
-    from jobs.enqueue import deserialize, open_queue
+    from jobs import arq_storage
+    from jobs.enqueue import open_queue
 
-    async def run(final: Settings) -> dict[str, object]:
+    async def run(final: Settings) -> dict[str, Any]:
         assert final.redis_url is not None
         queue = open_queue(final.redis_url, timeout=final.redis_timeout, queue_name=final.queue_name)
         try:
-            job = Job(args.job_id, queue, _queue_name=final.queue_name, _deserializer=deserialize)
-            status = await job.status()
-            info = await job.result_info()
+            return await arq_storage.status(queue, final.queue_name, args.job_id)
         finally:
             await queue.aclose()
-        answer: dict[str, object] = {"job_id": args.job_id, "status": status.value}
-        if info is not None:
-            answer.update(
-                function=info.function,
-                success=info.success,
-                result=info.result,
-                tries=info.job_try,
-                enqueued_at=info.enqueue_time,
-                finished_at=info.finish_time,
-            )
-        return answer
 
     with resolved(settings, need_database=False) as final:
         answer = asyncio.run(run(final))

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from db import emails, webhook_events
 from db.engine import create_engine, create_sessionmaker
 from db.uow import unit_of_work
+from jobs import arq_storage
 from jobs.enqueue import batched_event_ids, open_queue
 from jobs.heartbeat import live_workers
 from jobs.inspect import depth as queue_depth
@@ -203,7 +204,7 @@ async def run_purge(settings: Settings, args: argparse.Namespace, out: Console) 
     """Empty the queue: the jobs in Redis, and the events waiting in PostgreSQL for the batch workers. Events
     dropped are marked `purged`, so neither a worker nor the sweeper takes them up again."""
     async with connections(settings, "purge") as (queue, sessionmaker):
-        job_ids = [raw.decode() for raw in await queue.zrange(settings.queue_name, 0, -1)]
+        job_ids = await arq_storage.queued_ids(queue, settings.queue_name)
         in_jobs = [
             int(j.split(":")[1]) for j in job_ids if j.startswith("process_event:") and j.split(":")[1].isdigit()
         ] + sorted(await batched_event_ids(queue))
@@ -227,11 +228,7 @@ async def run_purge(settings: Settings, args: argparse.Namespace, out: Console) 
             return 1
         async with unit_of_work(sessionmaker) as session:
             purged = await webhook_events.purge(session, event_ids) if event_ids else 0
-        if job_ids:
-            async with queue.pipeline(transaction=True) as pipe:
-                pipe.zrem(settings.queue_name, *job_ids)
-                pipe.delete(*[f"arq:job:{j}" for j in job_ids])
-                await pipe.execute()
+        await arq_storage.drop(queue, settings.queue_name, job_ids)
         out.print(
             f"purged {len(job_ids)} jobs; {purged} events marked purged "
             "(bring one back with `mailroom replay --event ID`, all with `mailroom replay --purged`)"

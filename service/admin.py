@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from arq.jobs import Job
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -17,7 +16,7 @@ from db import actions, emails, erasure, stage_runs, webhook_events
 from db.errors import DatabaseError, translate_errors
 from db.models import Email, StageRun, WebhookEvent
 from db.uow import unit_of_work
-from jobs.enqueue import deserialize
+from jobs import arq_storage
 from jobs.replay import ReplayFilter, replay
 from service.auth import admin
 from service.bodies import ADMIN_BODY_LIMIT, read_limited
@@ -198,13 +197,8 @@ async def event_and_email(resources: Resources, event_id: int) -> tuple[WebhookE
 async def job_status(request: Request) -> Response:
     resources: Resources = request.state.resources
     job_id = request.path_params["job_id"]
-    job = Job(job_id, resources.queue, _queue_name=resources.settings.queue_name, _deserializer=deserialize)
-    status = await job.status()
-    answer: dict[str, Any] = {"job_id": job_id, "status": status.value}
-    info = await job.result_info()
-    if info is not None:
-        answer.update(function=info.function, success=info.success, result=info.result, tries=info.job_try)
-    return JSONResponse(answer, status_code=404 if status.value == "not_found" else 200)
+    answer = await arq_storage.status(resources.queue, resources.settings.queue_name, job_id)
+    return JSONResponse(answer, status_code=404 if answer["status"] == "not_found" else 200)
 
 
 @admin

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 from arq.connections import ArqRedis
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Email, Grant, WebhookEvent
+from jobs import arq_storage
 from jobs.sweep import sweep
 from jobs.worker import build_context, close_context
 from mailroom.settings import Settings
@@ -65,21 +65,17 @@ async def row_counts(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str
 
 
 async def queued_job_ids(redis: ArqRedis, queue_name: str = "mailroom:test") -> list[str]:
-    return [job_id.decode() for job_id in await redis.zrange(queue_name, 0, -1)]
+    return await arq_storage.queued_ids(redis, queue_name)
 
 
 async def queued_event_ids(redis: ArqRedis, queue_name: str = "mailroom:test") -> list[int]:
     """The events queued jobs hold: a `process_events` batch's ids, or a `process_event` job's one."""
     ids: list[int] = []
-    for job_id in await queued_job_ids(redis, queue_name):
-        raw = await redis.get(f"arq:job:{job_id}")
-        if raw is None:
-            continue
-        job = orjson.loads(raw)
-        if job["f"] == "process_events":
-            ids += job["a"][0]
-        elif job["f"] == "process_event":
-            ids.append(job["a"][0])
+    for job in await arq_storage.read_queued(redis, queue_name, limit=10_000):
+        if job.function == "process_events" and job.args:
+            ids += job.args[0]
+        elif job.function == "process_event" and job.args:
+            ids.append(job.args[0])
     return sorted(ids)
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import stage_runs
 from db.models import Action, Email
+from jobs import arq_storage
 from jobs.enqueue import enqueue_stage
 from jobs.nylas_client import METADATA_KEY
 from mailroom.fake_nylas import FakeNylas
@@ -69,7 +70,7 @@ async def test_rerun_after_success_sends_no_second_reply(
     assert len(fake_nylas.drafts) == 1
 
     # A forced replay of the act stage (an operator's --force): every action is already done.
-    await redis.delete("arq:result:act:1")
+    await arq_storage.forget_result(redis, "act:1")
     assert await enqueue_stage(redis, "act", 1, force=True) is not None
     await run_worker()
 
@@ -94,7 +95,7 @@ async def test_crash_after_the_draft_was_created_does_not_draft_again(
         await session.execute(update(Email).values(pipeline_state="act"))
     lookups_before = len(fake_nylas.requests_to("/drafts"))
 
-    await redis.delete("arq:result:act:1")
+    await arq_storage.forget_result(redis, "act:1")
     await enqueue_stage(redis, "act", 1)
     await run_worker()
 

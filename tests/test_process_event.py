@@ -8,6 +8,7 @@ import httpx
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from jobs import arq_storage
 from jobs.enqueue import enqueue_process_event
 from mailroom.fake_nylas import API_KEY, FakeNylas
 from tests import helpers
@@ -125,7 +126,7 @@ async def test_rerun_of_a_processed_event_changes_nothing(
     await run_worker()
     before = await helpers.emails(sessionmaker)
 
-    await redis.delete(f"arq:result:process_event:{event_id}")
+    await arq_storage.forget_result(redis, f"process_event:{event_id}")
     assert await enqueue_process_event(redis, event_id) is not None
     await run_worker()
 

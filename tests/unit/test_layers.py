@@ -7,7 +7,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # Modules of jobs the API may load: none imports the job functions, the SDK or the worker.
-API_MAY_IMPORT_FROM_JOBS = {"jobs.enqueue", "jobs.triggers", "jobs.inspect", "jobs.heartbeat", "jobs.replay"}
+API_MAY_IMPORT_FROM_JOBS = {
+    "jobs.arq_storage",
+    "jobs.enqueue",
+    "jobs.triggers",
+    "jobs.inspect",
+    "jobs.heartbeat",
+    "jobs.replay",
+}
 
 
 def imports_of(package: str) -> dict[str, set[str]]:
@@ -62,3 +69,26 @@ def test_the_product_imports_only_its_runtime_dependencies() -> None:
         for module, names in imports_of(package).items():
             roots = {name.split(".")[0] for name in names} - set(sys.stdlib_module_names) - {"__future__"}
             assert roots <= RUNTIME_IMPORTS, (module, roots - RUNTIME_IMPORTS)
+
+
+def test_only_the_arq_storage_module_knows_arqs_keys_and_job_format() -> None:
+    """arq's storage layout is not its public API: one module may depend on it (pinned to an arq release)."""
+    for package in ("mailroom", "service", "jobs", "db", "tests", "bench"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path in (ROOT / "jobs" / "arq_storage.py", Path(__file__).resolve()):
+                continue
+            tree = ast.parse(path.read_text())
+            # arq.jobs's Job and JobStatus are what arq's public API returns; its serializers and constants are not.
+            internals = {
+                f"{node.module}.{alias.name}"
+                for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module in {"arq.constants", "arq.jobs", "arq.utils"}
+                for alias in node.names
+                if alias.name not in {"Job", "JobStatus"}
+            }
+            keys = {
+                node.value
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("arq:")
+            }
+            assert not internals and not keys, (str(path.relative_to(ROOT)), internals | keys)
