@@ -39,7 +39,7 @@ import uvloop
 from bench import procs
 from bench.procs import RedisServer
 from bench.soak_report import Report
-from mailroom import migrate
+from core import migrate
 from mailroom.fake_nylas import API_KEY, FakeNylasServer
 from mailroom.throwaway_servers import ThrowawayPostgres
 from service.signatures import sign

@@ -16,7 +16,7 @@ import redis.asyncio
 from bench import procs
 from bench.ceilings import wait_http
 from bench.drivers import SECRET
-from mailroom import migrate
+from core import migrate
 from mailroom.fake_nylas import API_KEY
 
 # Per invocation: a process left over from an interrupted run can never take this run's work.

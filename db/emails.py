@@ -16,7 +16,7 @@ from db.models import Email
 from db.uow import execute_core
 
 _EMAILS = cast(Table, Email.__table__)
-# The columns a Nylas message maps onto (see jobs.messages.email_columns).
+# The columns a Nylas message maps onto (see jobs.message_columns.email_columns).
 EMAIL_COLUMNS = (
     "thread_id",
     "subject",

@@ -15,11 +15,11 @@ from db.errors import translate_errors
 from db.models import Action, Email
 from db.uow import unit_of_work
 from jobs import email_stages
-from jobs.calls import throttled
 from jobs.classifier import EmailView
 from jobs.context import JobContext
 from jobs.errors import PermanentError
-from jobs.messages import view_source
+from jobs.grant_calls import throttled
+from jobs.message_columns import view_source
 from jobs.nylas_client import METADATA_KEY
 from jobs.policy import NOT_REPEATABLE, decide
 

@@ -8,7 +8,7 @@ from typing import Any
 from jobs import email_stages
 from jobs.classifier import EmailView
 from jobs.context import JobContext
-from jobs.messages import view_source
+from jobs.message_columns import view_source
 
 
 async def classify_stage(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:

@@ -8,14 +8,14 @@ from typing import Any
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from core.metrics import Metrics
+from core.settings import Settings
 from jobs.classifier import Classifier
 from jobs.heartbeat import Heartbeat
 from jobs.message_fetch import Fetcher
 from jobs.nylas_client import NylasGateway
 from jobs.rules import RulesConfig
 from jobs.throttle import GrantThrottle
-from mailroom.metrics import Metrics
-from mailroom.settings import Settings
 
 CTX_KEY = "jobctx"
 

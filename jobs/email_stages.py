@@ -16,10 +16,10 @@ from db import emails, grants, stage_runs
 from db.errors import translate_errors
 from db.models import Email
 from db.uow import unit_of_work
-from jobs.calls import defer_for
 from jobs.context import JobContext
 from jobs.errors import Throttled
 from jobs.failures import Verdict, count, finish_failed_run, judge
+from jobs.grant_calls import defer_for
 
 log = structlog.get_logger(__name__)
 

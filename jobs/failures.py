@@ -9,12 +9,12 @@ from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.metrics import Metrics
+from core.settings import Settings
 from db import stage_runs
 from db.errors import DatabaseError
 from jobs.backoff import retry_delay
 from jobs.errors import GrantPaused, PermanentError, TransientError
-from mailroom.metrics import Metrics
-from mailroom.settings import Settings
 
 
 class Verdict(StrEnum):

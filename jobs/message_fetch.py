@@ -19,9 +19,9 @@ import orjson
 from nylas import Client
 from nylas.models.errors import NylasApiError, NylasApiErrorResponse, NylasApiErrorResponseData, NylasSdkTimeoutError
 
+from core.metrics import Metrics
 from jobs.errors import TransientError
 from jobs.nylas_client import NylasGateway, translate
-from mailroom.metrics import Metrics
 
 
 class Fetcher(Protocol):

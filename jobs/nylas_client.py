@@ -13,8 +13,8 @@ from nylas import Client
 from nylas.handler import http_client as nylas_http_client
 from nylas.models.errors import NylasApiError, NylasSdkTimeoutError
 
+from core.metrics import Metrics
 from jobs.errors import PermanentError, TransientError
-from mailroom.metrics import Metrics
 
 T = TypeVar("T")
 

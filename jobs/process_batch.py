@@ -35,13 +35,13 @@ from db.emails import NewState, StoredState
 from db.errors import DatabaseError, translate_errors
 from db.uow import unit_of_work
 from db.webhook_events import ClaimedEvent
-from jobs.calls import note_rate_limit
 from jobs.chain import carry_on
 from jobs.classifier import EmailView
 from jobs.context import JobContext
 from jobs.enqueue import ProcessEventEnqueuer, requeue_event
 from jobs.errors import TransientError
-from jobs.messages import email_columns, is_complete
+from jobs.grant_calls import note_rate_limit
+from jobs.message_columns import email_columns, is_complete
 from jobs.process_event import record_failure
 from jobs.triggers import Kind, parse_trigger
 

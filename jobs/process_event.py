@@ -18,7 +18,6 @@ from db.errors import translate_errors
 from db.models import WebhookEvent
 from db.uow import unit_of_work
 from db.webhook_events import ClaimedEvent
-from jobs.calls import defer_for, note_rate_limit
 from jobs.chain import carry_on
 from jobs.context import JobContext
 from jobs.enqueue import (
@@ -29,7 +28,8 @@ from jobs.enqueue import (
 )
 from jobs.errors import Throttled, TransientError
 from jobs.failures import Verdict, count, finish_failed_run, judge
-from jobs.messages import email_columns, is_complete
+from jobs.grant_calls import defer_for, note_rate_limit
+from jobs.message_columns import email_columns, is_complete
 from jobs.triggers import GRANT_STATUS_BY_TYPE, Kind, Trigger, parse_trigger
 
 log = structlog.get_logger(__name__)

@@ -17,11 +17,11 @@ from arq import Retry
 from db import emails, grants
 from db.errors import translate_errors
 from db.uow import unit_of_work
-from jobs.calls import defer_for, throttled
 from jobs.context import JobContext
 from jobs.enqueue import enqueue_stage, enqueue_sync_grant
 from jobs.errors import Throttled, TransientError
-from jobs.messages import email_columns
+from jobs.grant_calls import defer_for, throttled
+from jobs.message_columns import email_columns
 
 log = structlog.get_logger(__name__)
 

@@ -14,6 +14,8 @@ from arq.cron import CronJob, cron
 from arq.worker import Function, func
 from redis.exceptions import RedisError
 
+from core.metrics import Metrics
+from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker
 from jobs import arguments, enqueue
 from jobs.arguments import checked
@@ -28,11 +30,9 @@ from jobs.process_batch import process_events
 from jobs.process_event import process_event
 from jobs.pump import Pump
 from jobs.rules import load_rules
+from jobs.smoke_task import test_task
 from jobs.sync import sync_grant
-from jobs.test_task import test_task
 from jobs.throttle import GrantThrottle
-from mailroom.metrics import Metrics
-from mailroom.settings import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uvicorn
 
+from core.settings import Settings
 from mailroom.http_protocol import bounded_protocol
-from mailroom.settings import Settings
 
 
 def api_server(settings: Settings) -> uvicorn.Server:

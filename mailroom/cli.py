@@ -18,9 +18,9 @@ import uvloop
 from pydantic import SecretStr, ValidationError
 from rich.console import Console
 
+from core.problems import CommandError, explain, redacted, settings_error, weak_secrets
+from core.settings import Settings
 from mailroom import dev_run
-from mailroom.problems import CommandError, explain, redacted, settings_error, weak_secrets
-from mailroom.settings import Settings
 
 log = structlog.get_logger("mailroom")
 Command = Callable[[Settings, argparse.Namespace], int]
@@ -80,7 +80,7 @@ def _with_dev_fake_nylas(settings: Settings) -> Settings:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from mailroom import migrate
+    from core import migrate
 
     with resolved(settings, need_redis=False) as final:
         assert final.database_url is not None
@@ -131,7 +131,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    from mailroom import dev, migrate
+    from core import migrate
+    from mailroom import dev
 
     run = dev_run.DevRun(settings.data_dir)
     try:
@@ -336,7 +337,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mailroom.logs import configure_logging
+    from core.logs import configure_logging
 
     args = build_parser().parse_args(argv)
     # uvicorn re-raises the SIGTERM it handled once it has shut down; as an exception it unwinds through our

@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from core.settings import Settings
 from mailroom.fake_nylas import API_KEY as FAKE_API_KEY
 from mailroom.fake_nylas import DEMO_GRANTS, FakeNylas, FakeNylasServer
-from mailroom.settings import Settings
 
 log = structlog.get_logger("mailroom")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import redis
 
-from mailroom.problems import CommandError
+from core.problems import CommandError
 
 
 @dataclass

@@ -13,7 +13,7 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from mailroom.settings import Settings
+from core.settings import Settings
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 

@@ -16,15 +16,15 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.settings import Settings
 from db import emails, webhook_events
 from db.engine import create_engine, create_sessionmaker
 from db.uow import unit_of_work
 from jobs import arq_storage
 from jobs.enqueue import batched_event_ids, open_queue
 from jobs.heartbeat import live_workers
-from jobs.inspect import depth as queue_depth
-from jobs.inspect import queued_count, queued_jobs
-from mailroom.settings import Settings
+from jobs.queue_depth import depth as queue_depth
+from jobs.queue_depth import queued_count, queued_jobs
 
 
 @asynccontextmanager

@@ -11,6 +11,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.problems import CommandError
+from core.settings import Settings
 from db import emails, erasure, webhook_events
 from db.uow import unit_of_work
 from jobs.enqueue import open_queue
@@ -18,8 +20,6 @@ from jobs.errors import PermanentError, Throttled, TransientError
 from jobs.replay import ReplayFilter, replay
 from jobs.sync import SyncProgress, default_since, finish, sync_pages
 from jobs.worker import build_context, close_context
-from mailroom.problems import CommandError
-from mailroom.settings import Settings
 
 
 def parse_time(value: str) -> datetime:

@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 from rich.console import Console
 
+from core.problems import CommandError
+from core.settings import Settings
 from mailroom import dev_run
 from mailroom.fake_nylas import DEMO_GRANTS
-from mailroom.problems import CommandError
-from mailroom.settings import Settings
 from service.signatures import sign
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from mailroom import migrate
+from core import migrate
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)  # platformdirs, on import, when XDG_RUNTIME_DIR is unset

@@ -19,7 +19,7 @@ from db.uow import unit_of_work
 from jobs import arq_storage
 from jobs.replay import ReplayFilter, replay
 from service.auth import admin
-from service.bodies import ADMIN_BODY_LIMIT, read_limited
+from service.body_limits import ADMIN_BODY_LIMIT, read_limited
 from service.errors import DatabaseUnavailable, ServiceError
 from service.state import Resources
 

@@ -10,12 +10,12 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from core.metrics import Metrics
+from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker
 from jobs.enqueue import open_queue
-from mailroom.metrics import Metrics
-from mailroom.settings import Settings
 from service import admin, dashboard, health, nylas_webhook, openapi
-from service.bodies import BoundedBodies
+from service.body_limits import BoundedBodies
 from service.errors import ServiceError, handle_redis_error, handle_service_error
 from service.event_writer import EventWriter
 from service.headers import SecurityHeaders

@@ -19,11 +19,11 @@ from starlette.routing import BaseRoute, Route
 
 from db import emails, webhook_events
 from jobs.heartbeat import live_workers
-from jobs.inspect import cron_status
+from jobs.queue_depth import cron_status
 from service import auth, health
 from service.admin import database, email_view, event_summary, flag, only_known
 from service.auth import CSRF_HEADER, SESSION_COOKIE, Unauthorized, admin
-from service.bodies import ADMIN_BODY_LIMIT, read_limited
+from service.body_limits import ADMIN_BODY_LIMIT, read_limited
 from service.state import Resources
 
 PAGE = Path(__file__).with_name("static") / "dashboard.html"

@@ -10,14 +10,14 @@ from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from core import metrics as metrics_module
+from core.metrics import Gauge
+from core.migrate import current_revision, head_revision
 from db import grants
 from db.errors import DatabaseError, translate_errors
 from jobs.heartbeat import newest_beat
-from jobs.inspect import depth as queue_depth
-from jobs.inspect import redis_depth
-from mailroom import metrics as metrics_module
-from mailroom.metrics import Gauge
-from mailroom.migrate import current_revision, head_revision
+from jobs.queue_depth import depth as queue_depth
+from jobs.queue_depth import redis_depth
 from service.state import Resources
 
 CHECK_TIMEOUT = 3.0

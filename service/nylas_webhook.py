@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from db.errors import DatabaseError
-from db.values import strip_nul
+from db.storable import strip_nul
 from db.webhook_events import NewEvent
 from service import signatures
-from service.bodies import decode_content, read_limited
+from service.body_limits import decode_content, read_limited
 from service.errors import (
     DatabaseUnavailable,
     InvalidNotification,

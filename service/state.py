@@ -8,8 +8,8 @@ from typing import TypedDict
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from mailroom.metrics import Metrics
-from mailroom.settings import Settings
+from core.metrics import Metrics
+from core.settings import Settings
 from service.event_writer import EventWriter
 
 

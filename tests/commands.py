@@ -14,8 +14,8 @@ from pathlib import Path
 
 import structlog
 
+from core.settings import Settings
 from mailroom.cli import main
-from mailroom.settings import Settings
 
 MAILROOM = str(Path(sys.executable).parent / "mailroom")
 

@@ -20,11 +20,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from core import migrate
+from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker
 from jobs.enqueue import open_queue
-from mailroom import embedded, migrate
+from mailroom import embedded
 from mailroom.fake_nylas import FakeNylas, FakeNylasServer
-from mailroom.settings import Settings
 from tests.harness import Servers, drain, execute_on, make_settings, redis_url_for_this_process, running_api
 
 

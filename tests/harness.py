@@ -17,9 +17,9 @@ import httpx
 import uvicorn
 from sqlalchemy.engine import make_url
 
+from core.settings import Settings
 from jobs.worker import create_worker
 from mailroom.fake_nylas import API_KEY
-from mailroom.settings import Settings
 from service.app import create_app
 from tests import notifications
 

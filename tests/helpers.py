@@ -12,11 +12,11 @@ from arq.connections import ArqRedis
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.settings import Settings
 from db.models import Email, Grant, WebhookEvent
 from jobs import arq_storage
 from jobs.sweep import sweep
 from jobs.worker import build_context, close_context
-from mailroom.settings import Settings
 
 
 def free_port() -> int:

@@ -8,9 +8,9 @@ from importlib.metadata import version
 from arq.connections import ArqRedis
 from arq.jobs import JobStatus
 
+from core.settings import Settings
 from jobs import arq_storage
 from jobs.arq_storage import ManyEnqueuer, NewJob
-from mailroom.settings import Settings
 from tests.harness import drain
 
 

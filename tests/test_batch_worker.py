@@ -12,12 +12,12 @@ import pytest
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.settings import Settings
 from db import stage_runs
 from jobs.context import JobContext
 from jobs.pump import Pump
 from jobs.worker import PUMP_KEY, shutdown, startup
 from mailroom.fake_nylas import FakeNylas
-from mailroom.settings import Settings
 from tests import helpers
 from tests.harness import drain, poll_until, running_api
 from tests.notifications import envelope, message, post, truncated

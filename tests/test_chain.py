@@ -9,13 +9,13 @@ from arq.connections import ArqRedis
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.settings import Settings
 from db import stage_runs
 from db.models import Action, Email
 from jobs import arq_storage
 from jobs.enqueue import enqueue_stage
 from jobs.nylas_client import METADATA_KEY
 from mailroom.fake_nylas import FakeNylas
-from mailroom.settings import Settings
 from tests import helpers
 from tests.harness import drain
 from tests.notifications import envelope, message, post

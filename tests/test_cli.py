@@ -11,8 +11,8 @@ import orjson
 import pytest
 from arq.connections import ArqRedis
 
+from core.settings import Settings
 from mailroom.cli import build_parser
-from mailroom.settings import Settings
 from tests import helpers
 from tests.commands import MAILROOM, mailroom, mailroom_process
 from tests.harness import make_settings

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from sqlalchemy.engine import make_url
 
+from core.settings import Settings
 from mailroom.fake_nylas import FakeNylas
-from mailroom.settings import Settings
 from tests import helpers
 from tests.commands import MAILROOM, cli_env, mailroom
 

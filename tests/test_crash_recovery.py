@@ -12,9 +12,9 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.settings import Settings
 from jobs.worker import create_worker
 from mailroom.fake_nylas import FakeNylas
-from mailroom.settings import Settings
 from tests import helpers
 from tests.commands import MAILROOM, cli_env
 from tests.notifications import envelope, message, post, truncated

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import yaml
 
+from core.settings import Settings
 from mailroom.cli import build_parser
-from mailroom.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"

@@ -7,8 +7,8 @@ import time
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.settings import Settings
 from mailroom.fake_nylas import FakeNylas
-from mailroom.settings import Settings
 from tests import helpers
 from tests.harness import drain
 from tests.notifications import envelope, grant_object, message, post, truncated

@@ -7,8 +7,8 @@ import asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.settings import Settings
 from db import grants
-from mailroom.settings import Settings
 
 
 async def test_ensure_status_answers_while_another_transaction_adds_the_same_grant(

@@ -10,8 +10,8 @@ import orjson
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.settings import Settings
 from db.webhook_events import NewEvent
-from mailroom.settings import Settings
 from service.event_writer import EventWriter
 from tests import helpers
 from tests.notifications import envelope, message, post

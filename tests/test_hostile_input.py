@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mailroom.settings import Settings
+from core.settings import Settings
 from tests import helpers
 from tests.harness import running_api
 from tests.notifications import envelope, message, post

@@ -9,7 +9,7 @@ from alembic import command
 from alembic.util.exc import CommandError
 from sqlalchemy.engine import make_url
 
-from mailroom import migrate
+from core import migrate
 from tests.harness import Servers, execute_on
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mailroom.settings import Settings
+from core.settings import Settings
 from tests import helpers
 from tests.commands import MAILROOM, cli_env
 from tests.helpers import PROMETHEUS_DIR, ROOT

@@ -10,7 +10,7 @@ import pytest
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mailroom.settings import Settings
+from core.settings import Settings
 from tests import helpers
 from tests.harness import make_settings, running_api
 from tests.notifications import SECRET, encode, envelope, message, post

@@ -14,10 +14,10 @@ import pytest
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.settings import Settings
 from jobs.enqueue import enqueue_test_task
 from jobs.heartbeat import Heartbeat
 from mailroom.fake_nylas import FakeNylas
-from mailroom.settings import Settings
 from tests import helpers
 from tests.commands import cli_env
 from tests.harness import drain, running_api

@@ -10,10 +10,10 @@ import orjson
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.settings import Settings
 from jobs.enqueue import enqueue_test_task
 from jobs.heartbeat import Heartbeat
 from mailroom.fake_nylas import FakeNylas
-from mailroom.settings import Settings
 from tests import helpers
 from tests.commands import MAILROOM, cli_env, mailroom, mailroom_process
 from tests.harness import drain

@@ -11,8 +11,8 @@ from arq.connections import ArqRedis
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker
-from mailroom.settings import Settings
 from mailroom.throwaway_servers import ThrowawayRedis, migrated_throwaway_postgres
 from tests import helpers
 from tests.harness import running_api

@@ -12,12 +12,12 @@ from pydantic import SecretStr
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.settings import Settings
 from db.erasure import EMAIL_CONTENT
 from db.models import Action, Email, WebhookEvent
 from jobs.sweep import erase_expired
 from jobs.worker import build_context, close_context
 from mailroom.fake_nylas import FakeNylas
-from mailroom.settings import Settings
 from tests import helpers
 from tests.commands import mailroom
 from tests.harness import drain, running_api

@@ -9,9 +9,9 @@ import httpx
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.settings import Settings
 from db import stage_runs
 from mailroom.fake_nylas import FakeNylas
-from mailroom.settings import Settings
 from tests import helpers
 from tests.commands import mailroom
 from tests.harness import drain

@@ -20,8 +20,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.settings import Settings
 from db.models import CronRun, Email, StageRun, WebhookEvent
-from mailroom.settings import Settings
 from tests import helpers
 from tests.commands import MAILROOM, cli_env
 from tests.notifications import envelope, message, post

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
+from core.settings import Settings
 from mailroom.fake_nylas import API_KEY, FakeNylas
-from mailroom.settings import Settings
 from service.signatures import sign
 from tests import helpers
 from tests.commands import MAILROOM, cli_env

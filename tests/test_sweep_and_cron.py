@@ -16,12 +16,12 @@ from arq.cron import cron
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from core.settings import Settings
 from db.models import CronRun, StageRun
 from jobs.cron import run_once, sweep_cron
 from jobs.sync import sync_recent_emails
 from jobs.worker import build_context, close_context, create_worker
 from mailroom.fake_nylas import FakeNylas
-from mailroom.settings import Settings
 from tests import helpers
 from tests.commands import mailroom
 from tests.harness import drain, running_api

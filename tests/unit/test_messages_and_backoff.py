@@ -7,7 +7,7 @@ import random
 import pytest
 
 from jobs.backoff import retry_delay
-from jobs.messages import email_columns, is_complete
+from jobs.message_columns import email_columns, is_complete
 from tests.notifications import message, truncated
 
 

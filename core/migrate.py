@@ -16,8 +16,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
+from core.problems import CommandError, explain, redacted
 from db.engine import create_engine
-from mailroom.problems import CommandError, explain, redacted
 
 log = structlog.get_logger(__name__)
 

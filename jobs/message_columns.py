@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from db.values import strip_nul
+from db.storable import strip_nul
 
 
 def is_complete(message: dict[str, Any]) -> bool:
