@@ -11,13 +11,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
 from core.problems import CommandError, explain, redacted
-from db.engine import create_engine
+from db.engine import create_engine, ping
 
 log = structlog.get_logger(__name__)
 
@@ -36,8 +35,7 @@ def wait_for_database(database_url: str, *, seconds: float) -> None:
     async def attempt() -> None:
         engine = create_engine(database_url, pool_size=1, max_overflow=0, connect_timeout=2.0)
         try:
-            async with engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+            await ping(engine)
         finally:
             await engine.dispose()
 

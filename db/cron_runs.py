@@ -1,13 +1,17 @@
-"""Repository for ``cron_runs``: a tick is claimed once, by whichever worker inserts it first."""
+"""Repository for ``cron_runs``: a tick is claimed once, by whichever worker inserts it first; a job's runs never
+overlap (an advisory lock held for the run)."""
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from db.models import CronRun
 
@@ -26,3 +30,35 @@ async def finish(session: AsyncSession, run_id: int, *, result: dict[str, Any] |
     await session.execute(
         update(CronRun).where(CronRun.id == run_id).values(finished_at=func.now(), result=result, error=error)
     )
+
+
+async def latest(session: AsyncSession) -> list[dict[str, Any]]:
+    latest = select(CronRun.name, func.max(CronRun.tick_at).label("tick_at")).group_by(CronRun.name).subquery()
+    rows = await session.execute(
+        select(CronRun).join(latest, (CronRun.name == latest.c.name) & (CronRun.tick_at == latest.c.tick_at))
+    )
+    return [
+        {
+            "name": run.name,
+            "last_tick": run.tick_at.isoformat(),
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "result": run.result,
+            "error": run.error,
+        }
+        for run in rows.scalars()
+    ]
+
+
+@asynccontextmanager
+async def exclusive(engine: AsyncEngine, name: str) -> AsyncIterator[bool]:
+    """Hold the job's lock for the block, on a connection of its own: yields False when another run holds it."""
+    key = zlib.crc32(f"mailroom:cron:{name}".encode())
+    async with engine.connect() as connection:
+        locked = bool(await connection.scalar(select(func.pg_try_advisory_lock(key))))
+        await connection.commit()
+        try:
+            yield locked
+        finally:
+            if locked:
+                await connection.scalar(select(func.pg_advisory_unlock(key)))
+                await connection.commit()

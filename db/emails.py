@@ -134,10 +134,6 @@ async def mark_missing(session: AsyncSession, *, grant_id: str, message_id: str,
     return (await session.execute(upsert)).scalar_one()
 
 
-async def by_id(session: AsyncSession, email_id: int) -> Email | None:
-    return await session.get(Email, email_id, populate_existing=True)
-
-
 async def claim_stage(session: AsyncSession, email_id: int, *, stage: str, force: bool = False) -> Email | None:
     """Start a try of `stage` and count it; None when the email is not waiting for that stage (a re-run is a no-op).
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
+import asyncpg
 from sqlalchemy import DateTime, Integer, Table, Text, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import WebhookEvent
@@ -199,15 +201,6 @@ async def stuck(
     return list((await session.execute(stmt)).scalars())
 
 
-async def requeue(session: AsyncSession, event_ids: list[int]) -> None:
-    """A replay: a fresh try budget; the stage runs keep the history."""
-    await session.execute(
-        update(WebhookEvent)
-        .where(WebhookEvent.id.in_(event_ids))
-        .values(status="queued", attempts=0, updated_at=func.now())
-    )
-
-
 async def search(
     session: AsyncSession,
     *,
@@ -386,3 +379,18 @@ async def waiting_ids(session: AsyncSession) -> list[int]:
     """Events waiting for the batch workers' claim (`mailroom purge` drops them with the queue)."""
     stmt = select(WebhookEvent.id).where(WebhookEvent.status == "received").order_by(WebhookEvent.id)
     return list((await session.execute(stmt)).scalars())
+
+
+async def listen_waiting(
+    database_url: str, on_notify: Callable[..., None], *, connect_timeout: float
+) -> asyncpg.Connection:
+    """A connection of its own that calls `on_notify` for each NOTIFY on WAITING_CHANNEL (a pooled connection would
+    be handed to other work). The caller closes it."""
+    url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(url, timeout=connect_timeout)
+    try:
+        await connection.add_listener(WAITING_CHANNEL, on_notify)
+    except BaseException:
+        await connection.close()
+        raise
+    return connection

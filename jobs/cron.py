@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
-import zlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
 
 from db import cron_runs
 from db.errors import translate_errors
@@ -39,32 +37,25 @@ def tick_of(ctx: dict[str, Any]) -> datetime:
 
 
 async def run_once(jc: JobContext, name: str, tick: datetime, body: CronBody) -> dict[str, Any]:
-    lock_key = zlib.crc32(f"mailroom:cron:{name}".encode())
     with translate_errors():
-        async with jc.engine.connect() as connection:
-            locked = await connection.scalar(select(func.pg_try_advisory_lock(lock_key)))
-            await connection.commit()
+        async with cron_runs.exclusive(jc.engine, name) as locked:
             if not locked:
                 log.warning("cron.overlap_skipped", name=name, tick=tick.isoformat())
                 return {"skipped": "previous run still going"}
+            async with unit_of_work(jc.sessionmaker) as session:
+                run_id = await cron_runs.claim(session, name=name, tick_at=tick, worker=WORKER_NAME)
+            if run_id is None:
+                return {"skipped": "tick already ran"}
             try:
+                result = await body(jc, tick.isoformat())
+            except Exception as exc:
                 async with unit_of_work(jc.sessionmaker) as session:
-                    run_id = await cron_runs.claim(session, name=name, tick_at=tick, worker=WORKER_NAME)
-                if run_id is None:
-                    return {"skipped": "tick already ran"}
-                try:
-                    result = await body(jc, tick.isoformat())
-                except Exception as exc:
-                    async with unit_of_work(jc.sessionmaker) as session:
-                        await cron_runs.finish(session, run_id, result=None, error=f"{type(exc).__name__}: {exc}")
-                    raise
-                async with unit_of_work(jc.sessionmaker) as session:
-                    await cron_runs.finish(session, run_id, result=result, error=None)
-                log.info("cron.ran", name=name, tick=tick.isoformat(), **result)
-                return result
-            finally:
-                await connection.scalar(select(func.pg_advisory_unlock(lock_key)))
-                await connection.commit()
+                    await cron_runs.finish(session, run_id, result=None, error=f"{type(exc).__name__}: {exc}")
+                raise
+            async with unit_of_work(jc.sessionmaker) as session:
+                await cron_runs.finish(session, run_id, result=result, error=None)
+            log.info("cron.ran", name=name, tick=tick.isoformat(), **result)
+            return result
 
 
 async def _sweep_body(jc: JobContext, tick: str) -> dict[str, Any]:

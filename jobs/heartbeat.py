@@ -21,6 +21,8 @@ from redis.exceptions import RedisError
 log = structlog.get_logger(__name__)
 BEAT_SECONDS = 5.0
 ALIVE_WITHIN = 15.0
+# A worker silent this long is gone for good (dead for /readyz after ALIVE_WITHIN; kept a while for `inspect`).
+FORGET_AFTER = 10 * ALIVE_WITHIN
 
 
 def keys(queue_name: str) -> tuple[str, str]:
@@ -56,7 +58,14 @@ class Heartbeat:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(self._zset, {self.name: time.time()})
             pipe.hset(self._info, self.name, orjson.dumps(info).decode())
-            await pipe.execute()
+            pipe.zrangebyscore(self._zset, "-inf", time.time() - FORGET_AFTER)
+            *_, dead = await pipe.execute()
+        if dead:
+            # A killed worker never says goodbye: the living forget it, or the entries would only ever grow.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(self._zset, *dead)
+                pipe.hdel(self._info, *dead)
+                await pipe.execute()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._beat_forever())
@@ -92,17 +101,6 @@ async def live_workers(redis: Redis, queue_name: str) -> list[dict[str, Any]]:
         pipe.hmget(info_key, names)
         (infos,) = await pipe.execute()
     return [orjson.loads(info) for info in infos if info]
-
-
-async def forget_dead(redis: Redis, queue_name: str) -> None:
-    """Drop entries of workers that stopped beating (killed ones never say goodbye)."""
-    zset, info_key = keys(queue_name)
-    stale = await redis.zrangebyscore(zset, "-inf", time.time() - 10 * ALIVE_WITHIN)
-    if stale:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(zset, *stale)
-            pipe.hdel(info_key, *stale)
-            await pipe.execute()
 
 
 async def newest_beat(redis: Redis, queue_name: str) -> float | None:

@@ -23,7 +23,6 @@ from typing import Any
 
 import asyncpg
 import structlog
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import webhook_events
@@ -182,12 +181,10 @@ class Pump:
     async def _listen(self) -> None:
         """A connection of its own for LISTEN (a pooled one would be handed to other work)."""
         assert self._settings.database_url is not None
-        url = make_url(self._settings.database_url).set(drivername="postgresql")
         try:
-            self._listener = await asyncpg.connect(
-                url.render_as_string(hide_password=False), timeout=self._settings.db_connect_timeout
+            self._listener = await webhook_events.listen_waiting(
+                self._settings.database_url, self._notified, connect_timeout=self._settings.db_connect_timeout
             )
-            await self._listener.add_listener(webhook_events.WAITING_CHANNEL, self._notified)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning(
                 "batch.listen_failed", error=f"{type(exc).__name__}: {exc}", poll_s=self._settings.worker_poll_delay

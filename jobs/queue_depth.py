@@ -9,16 +9,11 @@ import time
 from typing import Any
 
 from arq.connections import ArqRedis
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db import emails, webhook_events
-from db.models import CronRun, Email, WebhookEvent
+from db import open_work, webhook_events
 from jobs import arq_storage
 from jobs.heartbeat import live_workers
-
-# Statuses worth counting on every poll; `processed` and `ignored` grow without end and are not queue depth.
-OPEN_EVENT_STATUSES = ("received", "queued", "processing", "parked", "dead")
 
 
 async def redis_depth(queue: ArqRedis, queue_name: str) -> dict[str, Any]:
@@ -37,41 +32,6 @@ async def redis_depth(queue: ArqRedis, queue_name: str) -> dict[str, Any]:
     }
 
 
-async def database_counts(session: AsyncSession) -> dict[str, Any]:
-    events = dict(
-        (
-            await session.execute(
-                select(WebhookEvent.status, func.count())
-                .where(WebhookEvent.status.in_(OPEN_EVENT_STATUSES))
-                .group_by(WebhookEvent.status)
-            )
-        ).all()
-    )
-    waiting = dict(
-        (
-            await session.execute(
-                select(Email.pipeline_state, func.count())
-                .where(
-                    Email.pipeline_state.in_(("classify", "act")), Email.dead_at.is_(None), Email.parked_at.is_(None)
-                )
-                .group_by(Email.pipeline_state)
-            )
-        ).all()
-    )
-    dead_emails = await emails.count_dead(session)
-    parked_emails = await session.scalar(select(func.count()).select_from(Email).where(Email.parked_at.is_not(None)))
-    return {
-        "events": {status: int(events.get(status, 0)) for status in OPEN_EVENT_STATUSES},
-        "stages": {
-            "process": int(events.get("received", 0) + events.get("queued", 0) + events.get("processing", 0)),
-            "classify": int(waiting.get("classify", 0)),
-            "act": int(waiting.get("act", 0)),
-        },
-        "dead": {"events": int(events.get("dead", 0)), "emails": int(dead_emails or 0)},
-        "parked": {"events": int(events.get("parked", 0)), "emails": int(parked_emails or 0)},
-    }
-
-
 async def depth(
     queue: ArqRedis, queue_name: str, sessionmaker: async_sessionmaker[AsyncSession], *, batch_worker: bool
 ) -> dict[str, Any]:
@@ -80,7 +40,7 @@ async def depth(
     its age cover the whole backlog."""
     redis_part = await redis_depth(queue, queue_name)
     async with sessionmaker() as session:
-        counts = await database_counts(session)
+        counts = await open_work.counts(session)
         oldest = await webhook_events.oldest_waiting(session) if batch_worker else None
     if batch_worker:
         waiting = counts["events"]["received"]
@@ -119,21 +79,4 @@ async def queued_jobs(
             "run_at": job.run_at_ms / 1000,
         }
         for job in await arq_storage.read_queued(queue, queue_name, low=low, high=high, limit=limit)
-    ]
-
-
-async def cron_status(session: AsyncSession) -> list[dict[str, Any]]:
-    latest = select(CronRun.name, func.max(CronRun.tick_at).label("tick_at")).group_by(CronRun.name).subquery()
-    rows = await session.execute(
-        select(CronRun).join(latest, (CronRun.name == latest.c.name) & (CronRun.tick_at == latest.c.tick_at))
-    )
-    return [
-        {
-            "name": run.name,
-            "last_tick": run.tick_at.isoformat(),
-            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-            "result": run.result,
-            "error": run.error,
-        }
-        for run in rows.scalars()
     ]

@@ -17,9 +17,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from db import emails, webhook_events
+from db import cron_runs, emails, webhook_events
 from jobs.heartbeat import live_workers
-from jobs.queue_depth import cron_status
 from service import auth, health
 from service.admin import database, email_view, event_summary, flag, only_known
 from service.auth import CSRF_HEADER, SESSION_COOKIE, Unauthorized, admin
@@ -101,7 +100,7 @@ async def overview(request: Request) -> Response:
     }
     with database():
         async with resources.sessionmaker() as session:
-            last_runs = {run["name"]: run for run in await cron_status(session)}
+            last_runs = {run["name"]: run for run in await cron_runs.latest(session)}
             dead_events = await webhook_events.dead(session, limit=50)
             dead_emails = await emails.dead(session, limit=50)
     dead: list[dict[str, Any]] = [{"kind": "event", **event_summary(e)} for e in dead_events]

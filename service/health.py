@@ -6,7 +6,6 @@ import asyncio
 import time
 from typing import Any
 
-from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -14,6 +13,7 @@ from core import metrics as metrics_module
 from core.metrics import Gauge
 from core.migrate import current_revision, head_revision
 from db import grants
+from db.engine import ping
 from db.errors import DatabaseError, translate_errors
 from jobs.heartbeat import newest_beat
 from jobs.queue_depth import depth as queue_depth
@@ -35,8 +35,7 @@ async def readyz(request: Request) -> Response:
 
     async def database() -> None:
         with translate_errors():
-            async with resources.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+            await ping(resources.engine)
             current = await current_revision(resources.engine)
         head = head_revision()
         checks["database"] = "ok"

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.settings import Settings
 from jobs.enqueue import enqueue_test_task
-from jobs.heartbeat import Heartbeat
+from jobs.heartbeat import ALIVE_WITHIN, FORGET_AFTER, Heartbeat, keys
 from mailroom.fake_nylas import FakeNylas
 from tests import helpers
 from tests.commands import cli_env
@@ -104,6 +105,25 @@ class TestReadiness:
             "ready": True,
             "checks": dict.fromkeys(["database", "schema", "redis", "workers", "webhook_secrets"], "ok"),
         }
+
+    async def test_a_killed_workers_entry_is_forgotten_by_the_living(self, settings: Settings, redis: ArqRedis) -> None:
+        """A killed worker never removes its heartbeat; the next beat of a live one drops it once it is long dead."""
+        zset, info = keys(settings.queue_name)
+        long_ago = time.time() - FORGET_AFTER - 1
+        async with redis.pipeline(transaction=False) as pipe:  # redis-py types pipelines' hash calls precisely
+            pipe.zadd(zset, {"killed:1": long_ago, "quiet:2": time.time() - ALIVE_WITHIN - 1})
+            pipe.hset(info, mapping={"killed:1": "{}", "quiet:2": "{}"})
+            await pipe.execute()
+
+        await Heartbeat(redis, settings.queue_name, concurrency=5).beat()
+
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zrange(zset, 0, -1)
+            pipe.hkeys(info)
+            in_zset, in_hash = await pipe.execute()
+        names = {n.decode() for n in in_zset}
+        assert "killed:1" not in names and "quiet:2" in names
+        assert {n.decode() for n in in_hash} == names
 
     async def test_not_ready_without_a_webhook_secret(self, settings: Settings, redis: ArqRedis) -> None:
         """Every delivery would be refused: a load balancer must not send Nylas here."""

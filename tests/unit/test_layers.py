@@ -116,3 +116,15 @@ def test_only_the_arq_storage_module_knows_arqs_keys_and_job_format() -> None:
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("arq:")
             }
             assert not internals and not keys, (str(path.relative_to(ROOT)), internals | keys)
+
+
+def test_sql_is_written_only_in_db() -> None:
+    """Above db/ a module holds sessions and engines and reads URLs; it builds no statement (select, update, text)."""
+    allowed = {"sqlalchemy.ext.asyncio", "sqlalchemy.engine.make_url", "sqlalchemy.exc"}
+    for package in ("core", "mailroom", "service", "jobs"):
+        for module, names in imports_of(package).items():
+            sql = {n for n in names if n == "sqlalchemy" or n.startswith("sqlalchemy.")}
+            used = {n for n in sql if not any(n == a or n.startswith(a + ".") for a in allowed)}
+            # `from sqlalchemy.engine import make_url` also records the bare module name
+            used -= {"sqlalchemy.engine", "sqlalchemy.exc"}
+            assert not used, (module, used)

@@ -1,0 +1,111 @@
+"""Finding what a replay brings back (dead letters, purged events, done stages) by id or by filter, and giving it a
+fresh try budget. jobs/replay.py queues what this resets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, Select, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Email, WebhookEvent
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayFilter:
+    stage: str | None = None  # process, classify or act
+    grant_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    error_contains: str | None = None
+    event_ids: tuple[int, ...] = ()
+    email_ids: tuple[int, ...] = ()
+    # Also run stages that succeeded (e.g. classify again after changing the rules); emails only.
+    force: bool = False
+    # Events an operator purged from the queue, instead of dead ones. Named by id, either kind is brought back.
+    purged: bool = False
+
+    def __post_init__(self) -> None:
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ValueError(f"since ({self.since.isoformat()}) must be before until ({self.until.isoformat()})")
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    event_ids: list[int]
+    emails: list[tuple[int, str]]  # (email id, stage to run)
+
+
+def _event_query(f: ReplayFilter) -> Select[int]:
+    if f.event_ids:
+        statuses: tuple[str, ...] = ("dead", "purged")
+    else:
+        statuses = ("purged",) if f.purged else ("dead",)
+    conditions: list[ColumnElement[bool]] = [WebhookEvent.status.in_(statuses)]
+    if f.event_ids:
+        conditions.append(WebhookEvent.id.in_(f.event_ids))
+    if f.grant_id:
+        conditions.append(WebhookEvent.grant_id == f.grant_id)
+    if f.since:
+        conditions.append(WebhookEvent.updated_at >= f.since)
+    if f.until:
+        conditions.append(WebhookEvent.updated_at < f.until)
+    if f.error_contains:
+        conditions.append(WebhookEvent.last_error.icontains(f.error_contains, autoescape=True))
+    return select(WebhookEvent.id).where(*conditions).order_by(WebhookEvent.id)
+
+
+def _email_query(f: ReplayFilter) -> Select[int, str]:
+    if f.force:
+        conditions: list[ColumnElement[bool]] = [Email.pipeline_state.in_(("classify", "act", "done"))]
+    else:
+        conditions = [Email.dead_at.is_not(None)]
+    if f.email_ids:
+        conditions.append(Email.id.in_(f.email_ids))
+    if f.stage in ("classify", "act") and not f.force:
+        conditions.append(Email.pipeline_state == f.stage)
+    if f.grant_id:
+        conditions.append(Email.grant_id == f.grant_id)
+    if f.since:
+        conditions.append(Email.pipeline_updated_at >= f.since)
+    if f.until:
+        conditions.append(Email.pipeline_updated_at < f.until)
+    if f.error_contains:
+        conditions.append(Email.last_error.icontains(f.error_contains, autoescape=True))
+    return select(Email.id, Email.pipeline_state).where(*conditions).order_by(Email.id)
+
+
+async def plan(session: AsyncSession, f: ReplayFilter) -> ReplayPlan:
+    event_ids: list[int] = []
+    emails: list[tuple[int, str]] = []
+    if f.stage in (None, "process") and not f.email_ids and not f.force:
+        event_ids = list((await session.execute(_event_query(f))).scalars())
+    if f.stage != "process" and not f.event_ids and not f.purged:
+        emails = [(row[0], row[1]) for row in await session.execute(_email_query(f))]
+        if f.force:
+            stage = f.stage if f.stage in ("classify", "act") else "classify"
+            emails = [(email_id, stage) for email_id, _ in emails]
+    return ReplayPlan(event_ids=event_ids, emails=emails)
+
+
+async def reset(session: AsyncSession, found: ReplayPlan) -> None:
+    """Back to work with a fresh try budget: events to `queued`, emails to the stage they will run."""
+    if found.event_ids:
+        await session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id.in_(found.event_ids))
+            .values(status="queued", attempts=0, updated_at=func.now())
+        )
+    for email_id, stage in found.emails:
+        await session.execute(
+            update(Email)
+            .where(Email.id == email_id)
+            .values(
+                pipeline_state=stage,
+                dead_at=None,
+                parked_at=None,
+                stage_attempts=0,
+                pipeline_updated_at=func.now(),
+            )
+        )
