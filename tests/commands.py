@@ -68,9 +68,7 @@ async def mailroom_process(settings: Settings, *args: str, env: dict[str, str] |
         if process.returncode is None:
             process.kill()
             await process.wait()
-    code = process.returncode
-    assert code is not None  # communicate() returned: the process has exited
-    return code, stdout.decode(), stderr.decode()
+    return await process.wait(), stdout.decode(), stderr.decode()
 
 
 @contextlib.contextmanager

@@ -8,8 +8,10 @@ from typing import Any
 
 import httpx
 import yaml
+from arq.connections import ArqRedis
 
 from core.settings import Settings
+from jobs.heartbeat import Heartbeat
 from mailroom.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +72,11 @@ async def test_keda_value_location_exists_in_queue(api: httpx.AsyncClient) -> No
     assert isinstance(value, int)
 
 
-async def test_probes_hit_real_endpoints(api: httpx.AsyncClient) -> None:
+async def test_probes_hit_real_endpoints(api: httpx.AsyncClient, settings: Settings, redis: ArqRedis) -> None:
+    """Liveness answers 200 with no worker; readiness says 503 until a worker beats, then 200."""
     (container,) = containers("api.yaml")
     assert (await api.get(container["livenessProbe"]["httpGet"]["path"])).status_code == 200
-    assert (await api.get(container["readinessProbe"]["httpGet"]["path"])).status_code in (200, 503)
+    readiness = container["readinessProbe"]["httpGet"]["path"]
+    assert (await api.get(readiness)).status_code == 503
+    await Heartbeat(redis, settings.queue_name, concurrency=1).beat()
+    assert (await api.get(readiness)).status_code == 200

@@ -41,8 +41,7 @@ class Dev:
             MAILROOM, *args, env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=90)
-        assert process.returncode is not None  # for mypy: communicate() has waited for the exit
-        return process.returncode, stdout.decode(), stderr.decode()
+        return await process.wait(), stdout.decode(), stderr.decode()
 
 
 def newcomer_env(data_dir: Path) -> dict[str, str]:
