@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from db.errors import translate_errors
 from db.models import CronRun
 
 
@@ -53,12 +54,13 @@ async def latest(session: AsyncSession) -> list[dict[str, Any]]:
 async def exclusive(engine: AsyncEngine, name: str) -> AsyncIterator[bool]:
     """Hold the job's lock for the block, on a connection of its own: yields False when another run holds it."""
     key = zlib.crc32(f"mailroom:cron:{name}".encode())
-    async with engine.connect() as connection:
-        locked = bool(await connection.scalar(select(func.pg_try_advisory_lock(key))))
-        await connection.commit()
-        try:
-            yield locked
-        finally:
-            if locked:
-                await connection.scalar(select(func.pg_advisory_unlock(key)))
-                await connection.commit()
+    with translate_errors():
+        async with engine.connect() as connection:
+            locked = bool(await connection.scalar(select(func.pg_try_advisory_lock(key))))
+            await connection.commit()
+            try:
+                yield locked
+            finally:
+                if locked:
+                    await connection.scalar(select(func.pg_advisory_unlock(key)))
+                    await connection.commit()

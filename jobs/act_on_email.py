@@ -11,7 +11,6 @@ import hashlib
 from typing import Any
 
 from db import actions, stage_runs
-from db.errors import translate_errors
 from db.models import Action, Email
 from db.uow import unit_of_work
 from jobs import email_stages
@@ -35,18 +34,17 @@ async def act_stage(ctx: dict[str, Any], email_id: int, force: bool = False) -> 
         planned = decide(
             jc.rules, label=email.classification or "", grant_id=email.grant_id, message_id=email.message_id, email=view
         )
-        with translate_errors():
-            async with unit_of_work(jc.sessionmaker) as session:
-                for plan in planned:
-                    await actions.plan(
-                        session,
-                        email_id=email.id,
-                        grant_id=email.grant_id,
-                        kind=plan.kind,
-                        params=plan.params,
-                        idempotency_key=plan.idempotency_key,
-                    )
-                todo = [a for a in await actions.for_email(session, email.id) if a.status not in ("done", "dry_run")]
+        async with unit_of_work(jc.sessionmaker) as session:
+            for plan in planned:
+                await actions.plan(
+                    session,
+                    email_id=email.id,
+                    grant_id=email.grant_id,
+                    kind=plan.kind,
+                    params=plan.params,
+                    idempotency_key=plan.idempotency_key,
+                )
+            todo = [a for a in await actions.for_email(session, email.id) if a.status not in ("done", "dry_run")]
         if todo and not jc.settings.actions_dry_run and not await email_stages.may_call(jc, email.grant_id):
             await email_stages.park(jc, email.id, "act")
             await _release(jc, claimed)
@@ -59,16 +57,14 @@ async def act_stage(ctx: dict[str, Any], email_id: int, force: bool = False) -> 
 
 
 async def _release(jc: JobContext, claimed: email_stages.Claimed) -> None:
-    with translate_errors():
-        async with unit_of_work(jc.sessionmaker) as session:
-            await stage_runs.finish(session, claimed.run_id, status="parked", error="grant paused")
+    async with unit_of_work(jc.sessionmaker) as session:
+        await stage_runs.finish(session, claimed.run_id, status="parked", error="grant paused")
 
 
 async def _carry_out(jc: JobContext, email: Email, view: EmailView, action: Action) -> None:
     if jc.settings.actions_dry_run:
-        with translate_errors():
-            async with unit_of_work(jc.sessionmaker) as session:
-                await actions.mark_done(session, action.id, status="dry_run", result={"would": action.params})
+        async with unit_of_work(jc.sessionmaker) as session:
+            await actions.mark_done(session, action.id, status="dry_run", result={"would": action.params})
         return
     tag = hashlib.sha256(action.idempotency_key.encode()).hexdigest()[:32]
     if action.status == "executing" and action.kind in NOT_REPEATABLE:
@@ -79,24 +75,20 @@ async def _carry_out(jc: JobContext, email: Email, view: EmailView, action: Acti
             lambda: jc.nylas.find_tagged(email.grant_id, drafts=action.kind == "draft_reply", tag=tag),
         )
         if found is not None:
-            with translate_errors():
-                async with unit_of_work(jc.sessionmaker) as session:
-                    await actions.mark_done(session, action.id, status="done", result={"id": found.get("id")})
+            async with unit_of_work(jc.sessionmaker) as session:
+                await actions.mark_done(session, action.id, status="done", result={"id": found.get("id")})
             return
-    with translate_errors():
-        async with unit_of_work(jc.sessionmaker) as session:
-            await actions.mark_executing(session, action.id)
+    async with unit_of_work(jc.sessionmaker) as session:
+        await actions.mark_executing(session, action.id)
     try:
         result = await throttled(jc, email.grant_id, lambda: _call(jc, email, view, action, tag))
     except PermanentError as exc:
         if exc.status_code not in (401, 403, 404):
-            with translate_errors():
-                async with unit_of_work(jc.sessionmaker) as session:
-                    await actions.mark_failed(session, action.id, error=str(exc))
+            async with unit_of_work(jc.sessionmaker) as session:
+                await actions.mark_failed(session, action.id, error=str(exc))
         raise
-    with translate_errors():
-        async with unit_of_work(jc.sessionmaker) as session:
-            await actions.mark_done(session, action.id, status="done", result={"id": result.get("id")})
+    async with unit_of_work(jc.sessionmaker) as session:
+        await actions.mark_done(session, action.id, status="done", result={"id": result.get("id")})
 
 
 async def _call(jc: JobContext, email: Email, view: EmailView, action: Action, tag: str) -> dict[str, Any]:

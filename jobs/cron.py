@@ -15,7 +15,6 @@ from typing import Any
 import structlog
 
 from db import cron_runs
-from db.errors import translate_errors
 from db.uow import unit_of_work
 from jobs.context import JobContext
 from jobs.sweep import erase_expired, sweep
@@ -37,25 +36,24 @@ def tick_of(ctx: dict[str, Any]) -> datetime:
 
 
 async def run_once(jc: JobContext, name: str, tick: datetime, body: CronBody) -> dict[str, Any]:
-    with translate_errors():
-        async with cron_runs.exclusive(jc.engine, name) as locked:
-            if not locked:
-                log.warning("cron.overlap_skipped", name=name, tick=tick.isoformat())
-                return {"skipped": "previous run still going"}
+    async with cron_runs.exclusive(jc.engine, name) as locked:
+        if not locked:
+            log.warning("cron.overlap_skipped", name=name, tick=tick.isoformat())
+            return {"skipped": "previous run still going"}
+        async with unit_of_work(jc.sessionmaker) as session:
+            run_id = await cron_runs.claim(session, name=name, tick_at=tick, worker=WORKER_NAME)
+        if run_id is None:
+            return {"skipped": "tick already ran"}
+        try:
+            result = await body(jc, tick.isoformat())
+        except Exception as exc:
             async with unit_of_work(jc.sessionmaker) as session:
-                run_id = await cron_runs.claim(session, name=name, tick_at=tick, worker=WORKER_NAME)
-            if run_id is None:
-                return {"skipped": "tick already ran"}
-            try:
-                result = await body(jc, tick.isoformat())
-            except Exception as exc:
-                async with unit_of_work(jc.sessionmaker) as session:
-                    await cron_runs.finish(session, run_id, result=None, error=f"{type(exc).__name__}: {exc}")
-                raise
-            async with unit_of_work(jc.sessionmaker) as session:
-                await cron_runs.finish(session, run_id, result=result, error=None)
-            log.info("cron.ran", name=name, tick=tick.isoformat(), **result)
-            return result
+                await cron_runs.finish(session, run_id, result=None, error=f"{type(exc).__name__}: {exc}")
+            raise
+        async with unit_of_work(jc.sessionmaker) as session:
+            await cron_runs.finish(session, run_id, result=result, error=None)
+        log.info("cron.ran", name=name, tick=tick.isoformat(), **result)
+        return result
 
 
 async def _sweep_body(jc: JobContext, tick: str) -> dict[str, Any]:

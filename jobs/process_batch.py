@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import emails, grants, stage_runs, webhook_events
 from db.emails import NewState, StoredState
-from db.errors import DatabaseError, translate_errors
+from db.errors import DatabaseError
 from db.uow import unit_of_work
 from db.webhook_events import ClaimedEvent
 from jobs.chain import carry_on
@@ -87,11 +87,10 @@ Claim = Callable[[AsyncSession], Awaitable[list[ClaimedEvent]]]
 
 async def claim(jc: JobContext, take: Claim) -> tuple[list[ClaimedEvent], dict[str, grants.GrantState]]:
     """One transaction: claim the events (`take`) and know their grants. Raises DatabaseError, having claimed none."""
-    with translate_errors():
-        async with unit_of_work(jc.sessionmaker) as session:
-            claimed = await take(session)
-            grant_ids = [e.grant_id for e in claimed if e.grant_id]
-            states = await grants.ensure_many(session, grant_ids) if grant_ids else {}
+    async with unit_of_work(jc.sessionmaker) as session:
+        claimed = await take(session)
+        grant_ids = [e.grant_id for e in claimed if e.grant_id]
+        states = await grants.ensure_many(session, grant_ids) if grant_ids else {}
     return claimed, states
 
 
@@ -301,15 +300,14 @@ async def _write(
     jc: JobContext, ready: list[tuple[Key, _Message]], *, job_id: str | None, began_at: datetime
 ) -> dict[Key, StoredState]:
     rows = b"[" + b",".join(m.row for _, m in ready) + b"]"
-    with translate_errors():
-        async with unit_of_work(jc.sessionmaker) as session:
-            found = await emails.store_many(session, rows, [key for key, _ in ready])
-            stored = {(s.grant_id, s.message_id): s for s in found}
-            await webhook_events.mark_processed_many(session, [e.id for _, m in ready for e in m.events])
-            runs: list[dict[str, Any]] = []
-            for key, message in ready:
-                _runs(runs, message, stored[key], job_id=job_id, began_at=began_at)
-            await stage_runs.record_many(session, orjson.dumps(runs))
+    async with unit_of_work(jc.sessionmaker) as session:
+        found = await emails.store_many(session, rows, [key for key, _ in ready])
+        stored = {(s.grant_id, s.message_id): s for s in found}
+        await webhook_events.mark_processed_many(session, [e.id for _, m in ready for e in m.events])
+        runs: list[dict[str, Any]] = []
+        for key, message in ready:
+            _runs(runs, message, stored[key], job_id=job_id, began_at=began_at)
+        await stage_runs.record_many(session, orjson.dumps(runs))
     return stored
 
 
@@ -394,16 +392,15 @@ async def _carry_on(ctx: dict[str, Any], stored: Iterable[StoredState], *, start
 async def _fail(jc: JobContext, event: ClaimedEvent, exc: Exception, *, job_id: str | None) -> None:
     """The per-event policy, exactly as the event's own job applies it; a retry becomes that job, deferred."""
     try:
-        with translate_errors():
-            async with unit_of_work(jc.sessionmaker) as session:
-                run_id = await stage_runs.start(
-                    session,
-                    stage="process",
-                    attempt=event.attempts,
-                    event_id=event.id,
-                    grant_id=event.grant_id,
-                    job_id=job_id,
-                )
+        async with unit_of_work(jc.sessionmaker) as session:
+            run_id = await stage_runs.start(
+                session,
+                stage="process",
+                attempt=event.attempts,
+                event_id=event.id,
+                grant_id=event.grant_id,
+                job_id=job_id,
+            )
         await record_failure(jc, event, run_id, exc, log.bind(event_id=event.id, grant_id=event.grant_id))
     except Retry as retry:
         delay = (retry.defer_score or 0) / 1000
@@ -425,6 +422,5 @@ async def _defer(jc: JobContext, events: list[ClaimedEvent], wait: float) -> Non
 
 
 async def _give_back(jc: JobContext, event_ids: list[int], *, to: str = "queued") -> None:
-    with translate_errors():
-        async with unit_of_work(jc.sessionmaker) as session:
-            await webhook_events.give_back(session, event_ids, to=to)
+    async with unit_of_work(jc.sessionmaker) as session:
+        await webhook_events.give_back(session, event_ids, to=to)

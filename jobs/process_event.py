@@ -14,9 +14,8 @@ import structlog
 from arq import Retry
 
 from db import emails, erasure, grants, stage_runs, webhook_events
-from db.errors import translate_errors
 from db.models import WebhookEvent
-from db.uow import unit_of_work
+from db.uow import read_session, unit_of_work
 from db.webhook_events import ClaimedEvent
 from jobs.chain import carry_on
 from jobs.context import JobContext
@@ -39,9 +38,8 @@ async def process_event(ctx: dict[str, Any], event_id: int) -> str:
     """Returns what happened: processed, skipped (already done), parked, missing, dead; or raises arq.Retry."""
     jc = JobContext.from_ctx(ctx)
     bound = log.bind(event_id=event_id, job_id=ctx.get("job_id"))
-    with translate_errors():
-        async with jc.sessionmaker() as session:
-            event = await webhook_events.get(session, event_id)
+    async with read_session(jc.sessionmaker) as session:
+        event = await webhook_events.get(session, event_id)
     if event is None or event.status not in webhook_events.RUNNABLE:
         return "skipped"
     trigger = parse_trigger(event.type)
@@ -54,33 +52,30 @@ async def process_event(ctx: dict[str, Any], event_id: int) -> str:
     if needs_fetch:
         assert event.grant_id is not None
         # Checked before the claim, so waiting for a grant or for throttle room never spends a try.
-        with translate_errors():
-            async with jc.sessionmaker() as session:
-                allowed = await grants.may_call_nylas(session, event.grant_id)
+        async with read_session(jc.sessionmaker) as session:
+            allowed = await grants.may_call_nylas(session, event.grant_id)
         if not allowed:
-            with translate_errors():
-                async with unit_of_work(jc.sessionmaker) as session:
-                    await webhook_events.park(session, event_id, reason="grant paused")
+            async with unit_of_work(jc.sessionmaker) as session:
+                await webhook_events.park(session, event_id, reason="grant paused")
             bound.info("event.parked")
             return "parked"
         wait = await jc.throttle.acquire(event.grant_id)
         if wait:
             raise defer_for(Throttled(wait))
 
-    with translate_errors():
-        async with unit_of_work(jc.sessionmaker) as session:
-            # A `processing` event younger than a run's bound is a live run's (a batch worker's, say): not ours.
-            claimed = await webhook_events.start_processing(session, event_id, stale_after_s=jc.settings.job_timeout)
-            if claimed is None:
-                return "skipped"
-            run_id = await stage_runs.start(
-                session,
-                stage="process",
-                attempt=claimed.attempts,
-                event_id=event_id,
-                grant_id=event.grant_id,
-                job_id=ctx.get("job_id"),
-            )
+    async with unit_of_work(jc.sessionmaker) as session:
+        # A `processing` event younger than a run's bound is a live run's (a batch worker's, say): not ours.
+        claimed = await webhook_events.start_processing(session, event_id, stale_after_s=jc.settings.job_timeout)
+        if claimed is None:
+            return "skipped"
+        run_id = await stage_runs.start(
+            session,
+            stage="process",
+            attempt=claimed.attempts,
+            event_id=event_id,
+            grant_id=event.grant_id,
+            job_id=ctx.get("job_id"),
+        )
     started = time.monotonic()
     next_stage: list[tuple[str, int]] = []
     try:
@@ -109,18 +104,17 @@ async def _apply(
     assert event.grant_id is not None and event.object_id is not None
     grant_id, message_id = event.grant_id, event.object_id
     if trigger.kind is Kind.MESSAGE_DELETED:
-        with translate_errors():
-            async with unit_of_work(jc.sessionmaker) as session:
-                # False when a newer state of the message is already stored: then the delete changed nothing.
-                applied = await emails.mark_deleted(
-                    session, grant_id=grant_id, message_id=message_id, state_at=event.notified_at
-                )
-                # Deleted at the mailbox: its content goes from here too, wherever it is stored.
-                erased = await erasure.erase_message(session, grant_id, message_id) if applied else erasure.Erased()
-                await webhook_events.mark_processed(session, event.id)
-                await stage_runs.finish(
-                    session, run_id, status="succeeded", detail={"deleted": applied, "erased_emails": erased.emails}
-                )
+        async with unit_of_work(jc.sessionmaker) as session:
+            # False when a newer state of the message is already stored: then the delete changed nothing.
+            applied = await emails.mark_deleted(
+                session, grant_id=grant_id, message_id=message_id, state_at=event.notified_at
+            )
+            # Deleted at the mailbox: its content goes from here too, wherever it is stored.
+            erased = await erasure.erase_message(session, grant_id, message_id) if applied else erasure.Erased()
+            await webhook_events.mark_processed(session, event.id)
+            await stage_runs.finish(
+                session, run_id, status="succeeded", detail={"deleted": applied, "erased_emails": erased.emails}
+            )
         return "processed"
 
     if fetched:
@@ -133,30 +127,29 @@ async def _apply(
     else:
         message = obj
     columns = email_columns(message)
-    with translate_errors():
-        async with unit_of_work(jc.sessionmaker) as session:
-            if await grants.ensure_status(session, grant_id) == "deleted":
-                # The user left (grant.deleted erased their mail): a late notification must not bring content back.
-                await webhook_events.mark_processed(session, event.id)
-                await erasure.erase_message(session, grant_id, message_id)
-                await stage_runs.finish(session, run_id, status="skipped", detail={"grant_deleted": True})
-                return "processed"
-            stored = await emails.upsert(
-                session,
-                grant_id=grant_id,
-                message_id=message_id,
-                state_at=event.notified_at,
-                columns=columns,
-                received_at=event.received_at,
-            )
+    async with unit_of_work(jc.sessionmaker) as session:
+        if await grants.ensure_status(session, grant_id) == "deleted":
+            # The user left (grant.deleted erased their mail): a late notification must not bring content back.
             await webhook_events.mark_processed(session, event.id)
-            await stage_runs.finish(
-                session,
-                run_id,
-                status="succeeded",
-                email_id=stored.email_id,
-                detail={"fetched": fetched, "inserted": stored.inserted, "written": stored.written},
-            )
+            await erasure.erase_message(session, grant_id, message_id)
+            await stage_runs.finish(session, run_id, status="skipped", detail={"grant_deleted": True})
+            return "processed"
+        stored = await emails.upsert(
+            session,
+            grant_id=grant_id,
+            message_id=message_id,
+            state_at=event.notified_at,
+            columns=columns,
+            received_at=event.received_at,
+        )
+        await webhook_events.mark_processed(session, event.id)
+        await stage_runs.finish(
+            session,
+            run_id,
+            status="succeeded",
+            email_id=stored.email_id,
+            detail={"fetched": fetched, "inserted": stored.inserted, "written": stored.written},
+        )
     if stored.pipeline_state in ("classify", "act") and not stored.waiting:
         then.append((stored.pipeline_state, stored.email_id))
     return "processed"
@@ -170,41 +163,40 @@ async def _apply_grant(jc: JobContext, event: WebhookEvent, trigger: Trigger, ru
     unparked_events: list[int] = []
     unparked_emails: list[tuple[int, str]] = []
     erased_counts: dict[str, int] | None = None
-    with translate_errors():
-        async with unit_of_work(jc.sessionmaker) as session:
-            applied = await grants.apply_state(
-                session,
-                grant_id=event.grant_id,
-                status=status,
-                state_at=event.notified_at,
-                email=obj.get("email") if isinstance(obj.get("email"), str) else None,
-                provider=obj.get("provider") if isinstance(obj.get("provider"), str) else None,
-            )
-            if applied and status == "expired":
-                await grants.pause(session, event.grant_id, reason="grant.expired")
-            elif applied and status == "active":
-                resumed_from = await grants.resume(session, event.grant_id)
-                unparked_events = await webhook_events.unpark_grant(session, event.grant_id)
-                unparked_emails = await emails.unpark_grant(session, event.grant_id)
-            elif applied and status == "deleted":
-                await grants.mark_deleted(session, event.grant_id)
-                await webhook_events.stop_grant(session, event.grant_id)
-                await emails.stop_grant(session, event.grant_id)
-                # The user left: every piece of the grant's content goes, in the same transaction.
-                erased = await erasure.erase_grant(session, event.grant_id)
-                erased_counts = {"emails": erased.emails, "events": erased.events, "actions": erased.actions}
-            await webhook_events.mark_processed(session, event.id)
-            await stage_runs.finish(
-                session,
-                run_id,
-                status="succeeded",
-                detail={
-                    "applied": applied,
-                    "status": status,
-                    "unparked": len(unparked_events) + len(unparked_emails),
-                    **({"erased": erased_counts} if erased_counts is not None else {}),
-                },
-            )
+    async with unit_of_work(jc.sessionmaker) as session:
+        applied = await grants.apply_state(
+            session,
+            grant_id=event.grant_id,
+            status=status,
+            state_at=event.notified_at,
+            email=obj.get("email") if isinstance(obj.get("email"), str) else None,
+            provider=obj.get("provider") if isinstance(obj.get("provider"), str) else None,
+        )
+        if applied and status == "expired":
+            await grants.pause(session, event.grant_id, reason="grant.expired")
+        elif applied and status == "active":
+            resumed_from = await grants.resume(session, event.grant_id)
+            unparked_events = await webhook_events.unpark_grant(session, event.grant_id)
+            unparked_emails = await emails.unpark_grant(session, event.grant_id)
+        elif applied and status == "deleted":
+            await grants.mark_deleted(session, event.grant_id)
+            await webhook_events.stop_grant(session, event.grant_id)
+            await emails.stop_grant(session, event.grant_id)
+            # The user left: every piece of the grant's content goes, in the same transaction.
+            erased = await erasure.erase_grant(session, event.grant_id)
+            erased_counts = {"emails": erased.emails, "events": erased.events, "actions": erased.actions}
+        await webhook_events.mark_processed(session, event.id)
+        await stage_runs.finish(
+            session,
+            run_id,
+            status="succeeded",
+            detail={
+                "applied": applied,
+                "status": status,
+                "unparked": len(unparked_events) + len(unparked_emails),
+                **({"erased": erased_counts} if erased_counts is not None else {}),
+            },
+        )
     # Their earlier (parked) runs left results under the same job ids: requeue, which clears them.
     for parked_event in unparked_events:
         await requeue_event(jc.queue, parked_event)
@@ -225,26 +217,25 @@ async def record_failure(
     failure = judge(exc, attempt=event.attempts, settings=jc.settings)
     count(jc.metrics, "process", failure.verdict)
     assert event.grant_id is not None or failure.verdict in (Verdict.RETRY, Verdict.DEAD)
-    with translate_errors():
-        async with unit_of_work(jc.sessionmaker) as session:
-            if failure.verdict is Verdict.MISSING:
-                assert event.grant_id is not None and event.object_id is not None
-                email_id = await emails.mark_missing(
-                    session, grant_id=event.grant_id, message_id=event.object_id, state_at=event.notified_at
-                )
-                await webhook_events.mark_processed(session, event.id)
-                await stage_runs.finish(
-                    session, run_id, status="skipped", email_id=email_id, error=failure.error, detail={"missing": True}
-                )
-            elif failure.verdict is Verdict.PARK:
-                assert event.grant_id is not None
-                await grants.pause(session, event.grant_id, reason=failure.error)
-                await webhook_events.park(session, event.id, reason=failure.error)
-                await stage_runs.finish(session, run_id, status="parked", error=failure.error)
-            else:
-                dead = failure.verdict is Verdict.DEAD
-                await webhook_events.mark_attempt_failed(session, event.id, error=failure.error, final=dead)
-                await finish_failed_run(session, run_id, failure)
+    async with unit_of_work(jc.sessionmaker) as session:
+        if failure.verdict is Verdict.MISSING:
+            assert event.grant_id is not None and event.object_id is not None
+            email_id = await emails.mark_missing(
+                session, grant_id=event.grant_id, message_id=event.object_id, state_at=event.notified_at
+            )
+            await webhook_events.mark_processed(session, event.id)
+            await stage_runs.finish(
+                session, run_id, status="skipped", email_id=email_id, error=failure.error, detail={"missing": True}
+            )
+        elif failure.verdict is Verdict.PARK:
+            assert event.grant_id is not None
+            await grants.pause(session, event.grant_id, reason=failure.error)
+            await webhook_events.park(session, event.id, reason=failure.error)
+            await stage_runs.finish(session, run_id, status="parked", error=failure.error)
+        else:
+            dead = failure.verdict is Verdict.DEAD
+            await webhook_events.mark_attempt_failed(session, event.id, error=failure.error, final=dead)
+            await finish_failed_run(session, run_id, failure)
     if failure.verdict is Verdict.RETRY:
         bound.warning("event.retrying", error=failure.error, attempt=event.attempts, defer_s=round(failure.delay, 3))
         raise Retry(defer=failure.delay) from exc

@@ -12,6 +12,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import open_work, webhook_events
+from db.uow import read_session
 from jobs import arq_storage
 from jobs.heartbeat import live_workers
 
@@ -39,7 +40,7 @@ async def depth(
     PostgreSQL. With the batch worker, events waiting for a claim are ready work like jobs in Redis, so `ready` and
     its age cover the whole backlog."""
     redis_part = await redis_depth(queue, queue_name)
-    async with sessionmaker() as session:
+    async with read_session(sessionmaker) as session:
         counts = await open_work.counts(session)
         oldest = await webhook_events.oldest_waiting(session) if batch_worker else None
     if batch_worker:

@@ -15,8 +15,7 @@ import structlog
 from arq import Retry
 
 from db import emails, grants
-from db.errors import translate_errors
-from db.uow import unit_of_work
+from db.uow import read_session, unit_of_work
 from jobs.context import JobContext
 from jobs.enqueue import enqueue_stage, enqueue_sync_grant
 from jobs.errors import Throttled, TransientError
@@ -73,41 +72,39 @@ async def sync_pages(
 
 async def _store_page(jc: JobContext, progress: SyncProgress, messages: list[dict[str, Any]]) -> None:
     chained: list[tuple[str, int]] = []
-    with translate_errors():
-        async with unit_of_work(jc.sessionmaker) as session:
-            await grants.ensure(session, progress.grant_id)
-            listed_ids = [m["id"] for m in messages if isinstance(m.get("id"), str) and m["id"]]
-            # What we hold already: a message listed again unchanged is not counted as updated.
-            before = await emails.raw_states(session, progress.grant_id, listed_ids) if listed_ids else {}
-            for message in messages:
-                message_id = message.get("id")
-                if not isinstance(message_id, str) or not message_id:
-                    continue
-                columns = email_columns({**message, "grant_id": progress.grant_id})
-                # The listing is the state as of when it started; a later notification still wins.
-                stored = await emails.upsert(
-                    session,
-                    grant_id=progress.grant_id,
-                    message_id=message_id,
-                    state_at=progress.started,
-                    columns=columns,
-                )
-                progress.listed += 1
-                if stored.inserted:
-                    progress.new += 1
-                    progress.new_ids.append(stored.email_id)
-                elif stored.written and before.get(message_id) != columns["raw"]:
-                    progress.updated += 1
-                if stored.pipeline_state in ("classify", "act") and not stored.waiting:
-                    chained.append((stored.pipeline_state, stored.email_id))
+    async with unit_of_work(jc.sessionmaker) as session:
+        await grants.ensure(session, progress.grant_id)
+        listed_ids = [m["id"] for m in messages if isinstance(m.get("id"), str) and m["id"]]
+        # What we hold already: a message listed again unchanged is not counted as updated.
+        before = await emails.raw_states(session, progress.grant_id, listed_ids) if listed_ids else {}
+        for message in messages:
+            message_id = message.get("id")
+            if not isinstance(message_id, str) or not message_id:
+                continue
+            columns = email_columns({**message, "grant_id": progress.grant_id})
+            # The listing is the state as of when it started; a later notification still wins.
+            stored = await emails.upsert(
+                session,
+                grant_id=progress.grant_id,
+                message_id=message_id,
+                state_at=progress.started,
+                columns=columns,
+            )
+            progress.listed += 1
+            if stored.inserted:
+                progress.new += 1
+                progress.new_ids.append(stored.email_id)
+            elif stored.written and before.get(message_id) != columns["raw"]:
+                progress.updated += 1
+            if stored.pipeline_state in ("classify", "act") and not stored.waiting:
+                chained.append((stored.pipeline_state, stored.email_id))
     for stage, email_id in chained:
         await enqueue_stage(jc.queue, stage, email_id)
 
 
 async def default_since(jc: JobContext, grant_id: str) -> datetime:
-    with translate_errors():
-        async with jc.sessionmaker() as session:
-            grant = await grants.get(session, grant_id)
+    async with read_session(jc.sessionmaker) as session:
+        grant = await grants.get(session, grant_id)
     overlap = timedelta(seconds=jc.settings.sync_overlap_seconds)
     if grant is not None and grant.sync_cursor is not None:
         return grant.sync_cursor - overlap
@@ -116,9 +113,8 @@ async def default_since(jc: JobContext, grant_id: str) -> datetime:
 
 async def finish(jc: JobContext, progress: SyncProgress) -> None:
     """Advance the cursor: only now, with every page stored, is everything received before `started` synced."""
-    with translate_errors():
-        async with unit_of_work(jc.sessionmaker) as session:
-            await grants.set_cursor(session, progress.grant_id, progress.started)
+    async with unit_of_work(jc.sessionmaker) as session:
+        await grants.set_cursor(session, progress.grant_id, progress.started)
     log.info(
         "sync.finished",
         grant_id=progress.grant_id,
@@ -138,15 +134,14 @@ async def sync_grant(
 ) -> dict[str, Any]:
     """Job: sync a few pages; if there are more, queue the next part (jobs stay short, so recovery stays fast)."""
     jc = JobContext.from_ctx(ctx)
-    with translate_errors():
-        async with jc.sessionmaker() as session:
-            known = await grants.get(session, grant_id)
-            if known is None:
-                # Only grants mailroom has heard of (from Nylas, or `mailroom sync`) are synced by a job: a job
-                # forged in Redis must not pull a mailbox of its choosing.
-                return {"grant_id": grant_id, "skipped": "unknown grant"}
-            if not await grants.may_call_nylas(session, grant_id):
-                return {"grant_id": grant_id, "skipped": "grant paused"}
+    async with read_session(jc.sessionmaker) as session:
+        known = await grants.get(session, grant_id)
+        if known is None:
+            # Only grants mailroom has heard of (from Nylas, or `mailroom sync`) are synced by a job: a job
+            # forged in Redis must not pull a mailbox of its choosing.
+            return {"grant_id": grant_id, "skipped": "unknown grant"}
+        if not await grants.may_call_nylas(session, grant_id):
+            return {"grant_id": grant_id, "skipped": "grant paused"}
     progress = SyncProgress(
         grant_id=grant_id,
         since=datetime.fromtimestamp(since, tz=UTC) if since is not None else await default_since(jc, grant_id),
@@ -182,9 +177,8 @@ async def sync_grant(
 
 async def sync_recent_emails(jc: JobContext, tick: str) -> dict[str, Any]:
     """Cron body: one sync job per grant that may be called."""
-    with translate_errors():
-        async with jc.sessionmaker() as session:
-            grant_ids = await grants.syncable(session)
+    async with read_session(jc.sessionmaker) as session:
+        grant_ids = await grants.syncable(session)
     for grant_id in grant_ids:
         await enqueue_sync_grant(jc.queue, grant_id, tick=tick)
     return {"grants": len(grant_ids)}

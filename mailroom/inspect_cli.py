@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.settings import Settings
 from db import emails, webhook_events
 from db.engine import create_engine, create_sessionmaker
-from db.uow import unit_of_work
+from db.uow import read_session, unit_of_work
 from jobs import arq_storage
 from jobs.enqueue import batched_event_ids, open_queue
 from jobs.heartbeat import live_workers
@@ -135,7 +135,7 @@ async def _rows(
             for j in w["jobs"]
         ]
         return rows[: args.limit], len(rows)
-    async with sessionmaker() as session:
+    async with read_session(sessionmaker) as session:
         if args.what == "emails":
             total, found = await emails.recent(session, limit=args.limit, grant_id=args.grant)
             return [
@@ -208,7 +208,7 @@ async def run_purge(settings: Settings, args: argparse.Namespace, out: Console) 
         in_jobs = [
             int(j.split(":")[1]) for j in job_ids if j.startswith("process_event:") and j.split(":")[1].isdigit()
         ] + sorted(await batched_event_ids(queue))
-        async with sessionmaker() as session:
+        async with read_session(sessionmaker) as session:
             in_table = await webhook_events.waiting_ids(session) if settings.batch_worker else []
         event_ids = sorted(set(in_jobs) | set(in_table))
         out.print(

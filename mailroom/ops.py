@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.problems import CommandError
 from core.settings import Settings
 from db import emails, erasure, webhook_events
-from db.uow import unit_of_work
+from db.uow import read_session, unit_of_work
 from jobs.enqueue import open_queue
 from jobs.errors import PermanentError, Throttled, TransientError
 from jobs.replay import ReplayFilter, replay
@@ -138,7 +138,7 @@ async def run_replay(settings: Settings, args: argparse.Namespace, out: Console)
 async def _why_nothing(sessionmaker: async_sessionmaker[AsyncSession], chosen: ReplayFilter) -> list[str]:
     """Why a replay found nothing, one line per id asked for (or one for a filter)."""
     reasons = []
-    async with sessionmaker() as session:
+    async with read_session(sessionmaker) as session:
         known = await webhook_events.statuses(session, chosen.event_ids) if chosen.event_ids else {}
         for event_id in chosen.event_ids:
             status = known.get(event_id)
@@ -172,7 +172,7 @@ async def run_erase(settings: Settings, args: argparse.Namespace, out: Console) 
     from mailroom.inspect_cli import confirmed, connections
 
     async with connections(settings, "erase") as (_, sessionmaker):
-        async with sessionmaker() as session:
+        async with read_session(sessionmaker) as session:
             found = await erasure.erase_grant(session, args.grant, dry_run=True)
         out.print(
             f"grant {args.grant}: {found.emails} emails, {found.events} notifications and {found.actions} actions "

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from db import actions, emails, erasure, stage_runs, webhook_events
 from db.errors import DatabaseError, translate_errors
 from db.models import Email, StageRun, WebhookEvent
-from db.uow import unit_of_work
+from db.uow import read_session, unit_of_work
 from jobs import arq_storage
 from jobs.replay import ReplayFilter, replay
 from service.auth import admin
@@ -181,7 +181,7 @@ def run_view(run: StageRun) -> dict[str, Any]:
 async def event_and_email(resources: Resources, event_id: int) -> tuple[WebhookEvent, Email | None]:
     """The event (404 if none) and, for a message notification, the email it is about."""
     with database():
-        async with resources.sessionmaker() as session:
+        async with read_session(resources.sessionmaker) as session:
             event = await webhook_events.get(session, event_id)
             if event is None:
                 raise NotFound(f"no event {event_id}")
@@ -209,7 +209,7 @@ async def list_events(request: Request) -> Response:
     limit = _int(q.get("limit"), "limit", 50, high=500) or 50
     since, until, before = _time(q.get("since")), _time(q.get("until")), _int(q.get("before"), "before")
     with database():
-        async with resources.sessionmaker() as session:
+        async with read_session(resources.sessionmaker) as session:
             found = await webhook_events.search(
                 session,
                 status=q.get("status") or None,
@@ -234,7 +234,7 @@ async def event_detail(request: Request) -> Response:
     reveal = flag(request.query_params.get("reveal"), "reveal")
     event, email = await event_and_email(resources, event_id)
     with database():
-        async with resources.sessionmaker() as session:
+        async with read_session(resources.sessionmaker) as session:
             timeline = await stage_runs.timeline(session, email_id=email.id if email else None, event_id=event.id)
             done = await actions.for_email(session, email.id) if email else []
     body: dict[str, Any] = {

@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Route
 
 from db import cron_runs, emails, webhook_events
+from db.uow import read_session
 from jobs.heartbeat import live_workers
 from service import auth, health
 from service.admin import database, email_view, event_summary, flag, only_known
@@ -99,7 +100,7 @@ async def overview(request: Request) -> Response:
         **({"retention": {23}} if settings.retention_days else {}),
     }
     with database():
-        async with resources.sessionmaker() as session:
+        async with read_session(resources.sessionmaker) as session:
             last_runs = {run["name"]: run for run in await cron_runs.latest(session)}
             dead_events = await webhook_events.dead(session, limit=50)
             dead_emails = await emails.dead(session, limit=50)

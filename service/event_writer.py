@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import webhook_events
-from db.errors import DatabaseError, translate_errors
+from db.errors import DatabaseError
 from db.uow import unit_of_work
 from db.webhook_events import NewEvent
 from jobs.enqueue import ProcessEventEnqueuer
@@ -113,13 +113,12 @@ class EventWriter:
                 future.set_result(result)
 
     async def _store(self, events: Sequence[NewEvent]) -> list[Recorded]:
-        with translate_errors():
-            async with unit_of_work(self._sessionmaker) as session:
-                inserted = await webhook_events.record_many(session, events)
-                others = [e.notification_id for e in events if e.notification_id not in inserted]
-                known = await webhook_events.known(session, others) if others else {}
-                if self._batches and inserted:
-                    await webhook_events.notify_waiting(session)
+        async with unit_of_work(self._sessionmaker) as session:
+            inserted = await webhook_events.record_many(session, events)
+            others = [e.notification_id for e in events if e.notification_id not in inserted]
+            known = await webhook_events.known(session, others) if others else {}
+            if self._batches and inserted:
+                await webhook_events.notify_waiting(session)
         results: list[Recorded] = []
         claimed: set[str] = set()
         to_queue: list[int] = []
@@ -154,9 +153,8 @@ class EventWriter:
             log.warning("webhook.enqueue_failed", events=len(event_ids), error=str(exc))
             return False
         try:
-            with translate_errors():
-                async with unit_of_work(self._sessionmaker) as session:
-                    await webhook_events.mark_queued(session, event_ids)
+            async with unit_of_work(self._sessionmaker) as session:
+                await webhook_events.mark_queued(session, event_ids)
         except DatabaseError as exc:
             # The jobs are in Redis and will run; only the `queued` bookkeeping is missing.
             log.warning("webhook.mark_queued_failed", events=len(event_ids), error=str(exc))

@@ -15,6 +15,7 @@ from core.migrate import current_revision, head_revision
 from db import grants
 from db.engine import ping
 from db.errors import DatabaseError, translate_errors
+from db.uow import read_session
 from jobs.heartbeat import newest_beat
 from jobs.queue_depth import depth as queue_depth
 from jobs.queue_depth import redis_depth
@@ -93,10 +94,9 @@ async def metrics(request: Request) -> Response:
         )
     try:
         current = await depth(resources)
-        with translate_errors():
-            async with resources.sessionmaker() as session:
-                by_state = await grants.count_by_state(session)
-                oldest_sync = await grants.oldest_sync(session)
+        async with read_session(resources.sessionmaker) as session:
+            by_state = await grants.count_by_state(session)
+            oldest_sync = await grants.oldest_sync(session)
     except (DatabaseError, OSError):
         pass  # counters still render; the gauges come back with the database
     else:
