@@ -16,7 +16,7 @@ from db.uow import unit_of_work
 from jobs import email_stages
 from jobs.classifier import EmailView
 from jobs.context import JobContext
-from jobs.errors import PermanentError
+from jobs.errors import PermanentError, Throttled
 from jobs.grant_calls import throttled
 from jobs.message_columns import view_source
 from jobs.nylas_client import METADATA_KEY
@@ -28,32 +28,39 @@ async def act_stage(ctx: dict[str, Any], email_id: int, force: bool = False) -> 
     claimed = await email_stages.claim(jc, ctx, email_id, "act", force=force)
     if claimed is None:
         return "skipped"
+    try:
+        return await _act(jc, claimed)
+    except Throttled as exc:
+        raise await email_stages.give_back(jc, claimed, exc) from exc
+    except Exception as exc:
+        return await email_stages.record_failure(jc, claimed, exc)
+
+
+async def _act(jc: JobContext, claimed: email_stages.Claimed) -> str:
     email = claimed.email
-    async with email_stages.failures_handled(jc, claimed, "act"):
-        view = EmailView.from_message(view_source(email.raw, email.body), folders=email.folders)
-        planned = decide(
-            jc.rules, label=email.classification or "", grant_id=email.grant_id, message_id=email.message_id, email=view
-        )
-        async with unit_of_work(jc.sessionmaker) as session:
-            for plan in planned:
-                await actions.plan(
-                    session,
-                    email_id=email.id,
-                    grant_id=email.grant_id,
-                    kind=plan.kind,
-                    params=plan.params,
-                    idempotency_key=plan.idempotency_key,
-                )
-            todo = [a for a in await actions.for_email(session, email.id) if a.status not in ("done", "dry_run")]
-        if todo and not jc.settings.actions_dry_run and not await email_stages.may_call(jc, email.grant_id):
-            await email_stages.park(jc, email.id, "act")
-            await _release(jc, claimed)
-            return "parked"
-        for action in todo:
-            await _carry_out(jc, email, view, action)
-        await email_stages.succeed(jc, claimed, to="done", detail={"actions": len(planned), "carried_out": len(todo)})
-        return "succeeded"
-    return "failed"
+    view = EmailView.from_message(view_source(email.raw, email.body), folders=email.folders)
+    planned = decide(
+        jc.rules, label=email.classification or "", grant_id=email.grant_id, message_id=email.message_id, email=view
+    )
+    async with unit_of_work(jc.sessionmaker) as session:
+        for plan in planned:
+            await actions.plan(
+                session,
+                email_id=email.id,
+                grant_id=email.grant_id,
+                kind=plan.kind,
+                params=plan.params,
+                idempotency_key=plan.idempotency_key,
+            )
+        todo = [a for a in await actions.for_email(session, email.id) if a.status not in ("done", "dry_run")]
+    if todo and not jc.settings.actions_dry_run and not await email_stages.may_call(jc, email.grant_id):
+        await email_stages.park(jc, email.id, "act")
+        await _release(jc, claimed)
+        return "parked"
+    for action in todo:
+        await _carry_out(jc, email, view, action)
+    await email_stages.succeed(jc, claimed, to="done", detail={"actions": len(planned), "carried_out": len(todo)})
+    return "succeeded"
 
 
 async def _release(jc: JobContext, claimed: email_stages.Claimed) -> None:

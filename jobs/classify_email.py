@@ -16,7 +16,7 @@ async def classify_stage(ctx: dict[str, Any], email_id: int, force: bool = False
     claimed = await email_stages.claim(jc, ctx, email_id, "classify", force=force)
     if claimed is None:
         return "skipped"
-    async with email_stages.failures_handled(jc, claimed, "classify"):
+    try:
         email = claimed.email
         result = jc.classifier.classify(
             EmailView.from_message(view_source(email.raw, email.body), folders=email.folders)
@@ -29,5 +29,6 @@ async def classify_stage(ctx: dict[str, Any], email_id: int, force: bool = False
             classification=result.label,
             classified_at=datetime.now(UTC),
         )
-        return "succeeded"
-    return "failed"
+    except Exception as exc:
+        return await email_stages.record_failure(jc, claimed, exc)
+    return "succeeded"

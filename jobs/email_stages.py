@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from arq import Retry
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import emails, grants, stage_runs
 from db.models import Email
 from db.uow import read_session, unit_of_work
+from jobs import failures
 from jobs.context import JobContext
 from jobs.errors import Throttled
-from jobs.failures import Verdict, count, finish_failed_run, judge
+from jobs.failures import Failure
 from jobs.grant_calls import defer_for
 
 log = structlog.get_logger(__name__)
@@ -69,43 +69,57 @@ async def park(jc: JobContext, email_id: int, stage: str) -> str:
     return "parked"
 
 
-@asynccontextmanager
-async def failures_handled(jc: JobContext, claimed: Claimed, stage: str) -> AsyncIterator[None]:
-    """Turn whatever the stage raises into the policy's outcome: retry later, dead letter, park, or gone."""
-    try:
-        yield
-    except Throttled as exc:
-        # Waiting for room under the grant's rate is not a failed try: give the try back.
-        async with unit_of_work(jc.sessionmaker) as session:
-            await emails.give_back_try(session, claimed.email.id)
-            await stage_runs.finish(session, claimed.run_id, status="retrying", error=str(exc))
-        raise defer_for(exc) from exc
-    except Exception as exc:
-        await _record_failure(jc, claimed, stage, exc)
-
-
-async def _record_failure(jc: JobContext, claimed: Claimed, stage: str, exc: Exception) -> None:
-    email = claimed.email
-    failure = judge(exc, attempt=email.stage_attempts, settings=jc.settings)
-    count(jc.metrics, stage, failure.verdict)
+async def give_back(jc: JobContext, claimed: Claimed, exc: Throttled) -> Retry:
+    """Waiting for room under the grant's rate is not a failed try: the try goes back; the job waits (raise this)."""
     async with unit_of_work(jc.sessionmaker) as session:
-        if failure.verdict is Verdict.MISSING:
-            await emails.mark_missing(
-                session, grant_id=email.grant_id, message_id=email.message_id, state_at=email.state_at
-            )
-            await stage_runs.finish(session, claimed.run_id, status="skipped", error=failure.error)
-        elif failure.verdict is Verdict.PARK:
-            await grants.pause(session, email.grant_id, reason=failure.error)
-            await emails.park(session, email.id)
-            await stage_runs.finish(session, claimed.run_id, status="parked", error=failure.error)
-        else:
-            dead = failure.verdict is Verdict.DEAD
-            await emails.stage_failed(session, email.id, error=failure.error, dead=dead)
-            await finish_failed_run(session, claimed.run_id, failure)
-    if failure.verdict is Verdict.RETRY:
-        claimed.log.warning("stage.retrying", error=failure.error, defer_s=round(failure.delay, 3))
-        raise Retry(defer=failure.delay) from exc
-    claimed.log.warning("stage." + failure.verdict.value, error=failure.error, attempt=email.stage_attempts)
+        await emails.give_back_try(session, claimed.email.id)
+        await stage_runs.finish(session, claimed.run_id, status="retrying", error=str(exc))
+    return defer_for(exc)
+
+
+async def record_failure(jc: JobContext, claimed: Claimed, exc: Exception) -> str:
+    """The policy's verdict on the failed try, recorded; a retry raises arq.Retry with its delay."""
+    return (await failures.record_failure(jc, EmailTry(claimed), exc)).value
+
+
+@dataclass(frozen=True, slots=True)
+class EmailTry:
+    """A failed try of an email's classify or act stage (jobs/failures.py records it)."""
+
+    claimed: Claimed
+
+    @property
+    def stage(self) -> str:
+        return self.claimed.stage
+
+    @property
+    def attempt(self) -> int:
+        return self.claimed.email.stage_attempts
+
+    @property
+    def grant_id(self) -> str | None:
+        return self.claimed.email.grant_id
+
+    @property
+    def run_id(self) -> int:
+        return self.claimed.run_id
+
+    @property
+    def log(self) -> Any:
+        return self.claimed.log
+
+    async def gone(self, session: AsyncSession, failure: Failure) -> None:
+        email = self.claimed.email
+        await emails.mark_missing(
+            session, grant_id=email.grant_id, message_id=email.message_id, state_at=email.state_at
+        )
+        await stage_runs.finish(session, self.run_id, status="skipped", error=failure.error)
+
+    async def park(self, session: AsyncSession, failure: Failure) -> None:
+        await emails.park(session, self.claimed.email.id)
+
+    async def failed(self, session: AsyncSession, failure: Failure, *, dead: bool) -> None:
+        await emails.stage_failed(session, self.claimed.email.id, error=failure.error, dead=dead)
 
 
 async def may_call(jc: JobContext, grant_id: str) -> bool:

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from arq import Retry
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import emails, erasure, grants, stage_runs, webhook_events
 from db.models import WebhookEvent
 from db.uow import read_session, unit_of_work
 from db.webhook_events import ClaimedEvent
+from jobs import failures
 from jobs.chain import carry_on
 from jobs.context import JobContext
 from jobs.enqueue import (
@@ -26,7 +28,7 @@ from jobs.enqueue import (
     requeue_stage,
 )
 from jobs.errors import Throttled, TransientError
-from jobs.failures import Verdict, count, finish_failed_run, judge
+from jobs.failures import Failure
 from jobs.grant_calls import defer_for, note_rate_limit
 from jobs.message_columns import email_columns, is_complete
 from jobs.triggers import GRANT_STATUS_BY_TYPE, Kind, Trigger, parse_trigger
@@ -210,35 +212,43 @@ async def _apply_grant(jc: JobContext, event: WebhookEvent, trigger: Trigger, ru
     return "processed"
 
 
+@dataclass(frozen=True, slots=True)
+class EventTry:
+    """A failed try of an event's process stage (jobs/failures.py records it)."""
+
+    event: WebhookEvent | ClaimedEvent
+    run_id: int
+    log: Any
+    stage: str = "process"
+
+    @property
+    def attempt(self) -> int:
+        return self.event.attempts
+
+    @property
+    def grant_id(self) -> str | None:
+        return self.event.grant_id
+
+    async def gone(self, session: AsyncSession, failure: Failure) -> None:
+        event = self.event
+        assert event.grant_id is not None and event.object_id is not None
+        email_id = await emails.mark_missing(
+            session, grant_id=event.grant_id, message_id=event.object_id, state_at=event.notified_at
+        )
+        await webhook_events.mark_processed(session, event.id)
+        await stage_runs.finish(
+            session, self.run_id, status="skipped", email_id=email_id, error=failure.error, detail={"missing": True}
+        )
+
+    async def park(self, session: AsyncSession, failure: Failure) -> None:
+        await webhook_events.park(session, self.event.id, reason=failure.error)
+
+    async def failed(self, session: AsyncSession, failure: Failure, *, dead: bool) -> None:
+        await webhook_events.mark_attempt_failed(session, self.event.id, error=failure.error, final=dead)
+
+
 async def record_failure(
     jc: JobContext, event: WebhookEvent | ClaimedEvent, run_id: int, exc: Exception, bound: Any
 ) -> str:
-    """The policy's verdict on a failed run of the event, recorded; a retry raises arq.Retry with its delay."""
-    failure = judge(exc, attempt=event.attempts, settings=jc.settings)
-    count(jc.metrics, "process", failure.verdict)
-    assert event.grant_id is not None or failure.verdict in (Verdict.RETRY, Verdict.DEAD)
-    async with unit_of_work(jc.sessionmaker) as session:
-        if failure.verdict is Verdict.MISSING:
-            assert event.grant_id is not None and event.object_id is not None
-            email_id = await emails.mark_missing(
-                session, grant_id=event.grant_id, message_id=event.object_id, state_at=event.notified_at
-            )
-            await webhook_events.mark_processed(session, event.id)
-            await stage_runs.finish(
-                session, run_id, status="skipped", email_id=email_id, error=failure.error, detail={"missing": True}
-            )
-        elif failure.verdict is Verdict.PARK:
-            assert event.grant_id is not None
-            await grants.pause(session, event.grant_id, reason=failure.error)
-            await webhook_events.park(session, event.id, reason=failure.error)
-            await stage_runs.finish(session, run_id, status="parked", error=failure.error)
-        else:
-            dead = failure.verdict is Verdict.DEAD
-            await webhook_events.mark_attempt_failed(session, event.id, error=failure.error, final=dead)
-            await finish_failed_run(session, run_id, failure)
-    if failure.verdict is Verdict.RETRY:
-        bound.warning("event.retrying", error=failure.error, attempt=event.attempts, defer_s=round(failure.delay, 3))
-        raise Retry(defer=failure.delay) from exc
-    level = bound.error if failure.verdict is Verdict.DEAD else bound.warning
-    level("event." + failure.verdict.value, error=failure.error, attempt=event.attempts)
-    return failure.verdict.value
+    """The policy's verdict on a failed try of the event; a retry raises arq.Retry with its delay."""
+    return (await failures.record_failure(jc, EventTry(event, run_id, bound), exc)).value
