@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Action
+from db.states import ActionStatus
 
 
 async def plan(
@@ -31,15 +32,19 @@ async def mark_executing(session: AsyncSession, action_id: int) -> None:
     await session.execute(
         update(Action)
         .where(Action.id == action_id)
-        .values(status="executing", attempts=Action.attempts + 1, error=None)
+        .values(status=ActionStatus.EXECUTING, attempts=Action.attempts + 1, error=None)
     )
 
 
-async def mark_done(session: AsyncSession, action_id: int, *, status: str, result: dict[str, Any] | None) -> None:
+async def mark_done(
+    session: AsyncSession, action_id: int, *, status: ActionStatus, result: dict[str, Any] | None
+) -> None:
     await session.execute(
         update(Action).where(Action.id == action_id).values(status=status, result=result, done_at=func.now())
     )
 
 
 async def mark_failed(session: AsyncSession, action_id: int, *, error: str) -> None:
-    await session.execute(update(Action).where(Action.id == action_id).values(status="failed", error=error[:4000]))
+    await session.execute(
+        update(Action).where(Action.id == action_id).values(status=ActionStatus.FAILED, error=error[:4000])
+    )

@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Email, WebhookEvent
+from db.states import EventStatus, PipelineState, Stage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,9 +40,9 @@ class ReplayPlan:
 
 def _event_query(f: ReplayFilter) -> Select[int]:
     if f.event_ids:
-        statuses: tuple[str, ...] = ("dead", "purged")
+        statuses: tuple[str, ...] = (EventStatus.DEAD, EventStatus.PURGED)
     else:
-        statuses = ("purged",) if f.purged else ("dead",)
+        statuses = (EventStatus.PURGED,) if f.purged else (EventStatus.DEAD,)
     conditions: list[ColumnElement[bool]] = [WebhookEvent.status.in_(statuses)]
     if f.event_ids:
         conditions.append(WebhookEvent.id.in_(f.event_ids))
@@ -58,12 +59,14 @@ def _event_query(f: ReplayFilter) -> Select[int]:
 
 def _email_query(f: ReplayFilter) -> Select[int, str]:
     if f.force:
-        conditions: list[ColumnElement[bool]] = [Email.pipeline_state.in_(("classify", "act", "done"))]
+        conditions: list[ColumnElement[bool]] = [
+            Email.pipeline_state.in_((PipelineState.CLASSIFY, PipelineState.ACT, PipelineState.DONE))
+        ]
     else:
         conditions = [Email.dead_at.is_not(None)]
     if f.email_ids:
         conditions.append(Email.id.in_(f.email_ids))
-    if f.stage in ("classify", "act") and not f.force:
+    if f.stage in (Stage.CLASSIFY, Stage.ACT) and not f.force:
         conditions.append(Email.pipeline_state == f.stage)
     if f.grant_id:
         conditions.append(Email.grant_id == f.grant_id)
@@ -84,7 +87,7 @@ async def plan(session: AsyncSession, f: ReplayFilter) -> ReplayPlan:
     if f.stage != "process" and not f.event_ids and not f.purged:
         emails = [(row[0], row[1]) for row in await session.execute(_email_query(f))]
         if f.force:
-            stage = f.stage if f.stage in ("classify", "act") else "classify"
+            stage = f.stage if f.stage in (Stage.CLASSIFY, Stage.ACT) else Stage.CLASSIFY
             emails = [(email_id, stage) for email_id, _ in emails]
     return ReplayPlan(event_ids=event_ids, emails=emails)
 
@@ -95,7 +98,7 @@ async def reset(session: AsyncSession, found: ReplayPlan) -> None:
         await session.execute(
             update(WebhookEvent)
             .where(WebhookEvent.id.in_(found.event_ids))
-            .values(status="queued", attempts=0, updated_at=func.now())
+            .values(status=EventStatus.QUEUED, attempts=0, updated_at=func.now())
         )
     for email_id, stage in found.emails:
         await session.execute(

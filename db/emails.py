@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Email
+from db.states import PipelineState, Stage
 from db.uow import execute_core
 
 _EMAILS = cast(Table, Email.__table__)
@@ -101,14 +102,18 @@ def _upsert_statement(names: tuple[str, ...]) -> Executable:
 async def mark_deleted(session: AsyncSession, *, grant_id: str, message_id: str, state_at: datetime) -> bool:
     """Record the deletion, as a tombstone if the message was never stored, so an older create cannot revive it."""
     stmt = insert(Email).values(
-        grant_id=grant_id, message_id=message_id, state_at=state_at, deleted_at=state_at, pipeline_state="deleted"
+        grant_id=grant_id,
+        message_id=message_id,
+        state_at=state_at,
+        deleted_at=state_at,
+        pipeline_state=PipelineState.DELETED,
     )
     upsert = stmt.on_conflict_do_update(
         index_elements=[Email.grant_id, Email.message_id],
         set_={
             "deleted_at": stmt.excluded.deleted_at,
             "state_at": stmt.excluded.state_at,
-            "pipeline_state": "deleted",
+            "pipeline_state": PipelineState.DELETED,
             "pipeline_updated_at": func.now(),
             "updated_at": func.now(),
         },
@@ -125,16 +130,20 @@ async def get(session: AsyncSession, *, grant_id: str, message_id: str) -> Email
 async def mark_missing(session: AsyncSession, *, grant_id: str, message_id: str, state_at: datetime) -> int:
     """Nylas answered 404: the message is gone (or out of reach). Nothing more will be done with it."""
     stmt = insert(Email).values(
-        grant_id=grant_id, message_id=message_id, state_at=state_at, missing_at=func.now(), pipeline_state="missing"
+        grant_id=grant_id,
+        message_id=message_id,
+        state_at=state_at,
+        missing_at=func.now(),
+        pipeline_state=PipelineState.MISSING,
     )
     upsert = stmt.on_conflict_do_update(
         index_elements=[Email.grant_id, Email.message_id],
-        set_={"missing_at": func.now(), "pipeline_state": "missing", "pipeline_updated_at": func.now()},
+        set_={"missing_at": func.now(), "pipeline_state": PipelineState.MISSING, "pipeline_updated_at": func.now()},
     ).returning(Email.id)
     return (await session.execute(upsert)).scalar_one()
 
 
-async def claim_stage(session: AsyncSession, email_id: int, *, stage: str, force: bool = False) -> Email | None:
+async def claim_stage(session: AsyncSession, email_id: int, *, stage: Stage, force: bool = False) -> Email | None:
     """Start a try of `stage` and count it; None when the email is not waiting for that stage (a re-run is a no-op).
 
     `force` runs a stage again that has already succeeded (a replay asked for by an operator).
@@ -142,7 +151,7 @@ async def claim_stage(session: AsyncSession, email_id: int, *, stage: str, force
     conditions = [Email.id == email_id, Email.dead_at.is_(None), Email.parked_at.is_(None)]
     values: dict[str, Any] = {"stage_attempts": Email.stage_attempts + 1, "pipeline_updated_at": func.now()}
     if force:
-        conditions.append(Email.pipeline_state.in_(("classify", "act", "done")))
+        conditions.append(Email.pipeline_state.in_((PipelineState.CLASSIFY, PipelineState.ACT, PipelineState.DONE)))
         values["pipeline_state"] = stage
     else:
         conditions.append(Email.pipeline_state == stage)
@@ -150,7 +159,7 @@ async def claim_stage(session: AsyncSession, email_id: int, *, stage: str, force
     return (await session.execute(stmt, execution_options={"populate_existing": True})).scalar_one_or_none()
 
 
-async def advance(session: AsyncSession, email_id: int, *, to: str, **columns: Any) -> None:
+async def advance(session: AsyncSession, email_id: int, *, to: PipelineState, **columns: Any) -> None:
     """The stage succeeded: move to the next one with a fresh try budget."""
     params = {f"v_{name}": value for name, value in columns.items()} | {"email_id": email_id, "next_state": to}
     await execute_core(session, _advance_statement(tuple(sorted(columns))), params)
@@ -196,8 +205,8 @@ async def stop_grant(session: AsyncSession, grant_id: str) -> int:
     """grant.deleted: nothing more is done for its emails; they stay, marked deleted."""
     stmt = (
         update(Email)
-        .where(Email.grant_id == grant_id, Email.pipeline_state.in_(("classify", "act")))
-        .values(pipeline_state="deleted", parked_at=None, pipeline_updated_at=func.now())
+        .where(Email.grant_id == grant_id, Email.pipeline_state.in_((PipelineState.CLASSIFY, PipelineState.ACT)))
+        .values(pipeline_state=PipelineState.DELETED, parked_at=None, pipeline_updated_at=func.now())
     )
     return (await session.execute(stmt)).rowcount  # type: ignore[attr-defined,no-any-return]
 
@@ -207,7 +216,7 @@ async def stuck(session: AsyncSession, *, older_than: datetime, limit: int) -> l
     stmt = (
         select(Email.id, Email.pipeline_state)
         .where(
-            Email.pipeline_state.in_(("classify", "act")),
+            Email.pipeline_state.in_((PipelineState.CLASSIFY, PipelineState.ACT)),
             Email.dead_at.is_(None),
             Email.parked_at.is_(None),
             Email.pipeline_updated_at < older_than,

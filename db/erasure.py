@@ -16,13 +16,14 @@ from sqlalchemy import ColumnElement, and_, func, literal_column, select, text, 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Action, Email, Grant, WebhookEvent
+from db.states import EventStatus
 
 # Every content column of `emails`; ids, states, dates and the classification label stay.
 EMAIL_CONTENT = ("subject", "from_", "from_email", "to", "cc", "bcc", "reply_to", "snippet", "body", "folders", "raw")
 # What a stored notification keeps of its object.
 OBJECT_KEYS_KEPT = ("id", "grant_id", "object")
 # Events still being worked on keep their payload (processing needs it); they are erased once they settle.
-SETTLED_EVENTS = ("processed", "ignored", "purged", "dead", "parked")
+SETTLED_EVENTS = (EventStatus.PROCESSED, EventStatus.IGNORED, EventStatus.PURGED, EventStatus.DEAD, EventStatus.PARKED)
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ async def erase_older_than(session: AsyncSession, cutoff: datetime, *, limit: in
     old_events = select(WebhookEvent.id).where(
         WebhookEvent.received_at < cutoff,
         WebhookEvent.erased_at.is_(None),
-        WebhookEvent.status.in_(("processed", "ignored", "purged")),
+        WebhookEvent.status.in_((EventStatus.PROCESSED, EventStatus.IGNORED, EventStatus.PURGED)),
     )
     return await _erase(
         session,

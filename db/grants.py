@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Grant
+from db.states import GrantStatus
 from db.uow import execute_core
 
 _GRANTS = cast(Table, Grant.__table__)
@@ -97,17 +98,25 @@ async def mark_deleted(session: AsyncSession, grant_id: str) -> None:
     await session.execute(
         update(Grant)
         .where(Grant.grant_id == grant_id)
-        .values(deleted_at=func.now(), paused_at=func.coalesce(Grant.paused_at, func.now()), paused_reason="deleted")
+        .values(
+            deleted_at=func.now(),
+            paused_at=func.coalesce(Grant.paused_at, func.now()),
+            paused_reason="deleted",
+        )
     )
 
 
 async def may_call_nylas(session: AsyncSession, grant_id: str) -> bool:
     row = (await execute_core(session, _MAY_CALL, {"grant_id": grant_id})).one_or_none()
-    return row is None or (row[0] is None and row[1] == "active")
+    return row is None or (row[0] is None and row[1] == GrantStatus.ACTIVE)
 
 
 async def syncable(session: AsyncSession) -> list[str]:
-    stmt = select(Grant.grant_id).where(Grant.status == "active", Grant.paused_at.is_(None)).order_by(Grant.grant_id)
+    stmt = (
+        select(Grant.grant_id)
+        .where(Grant.status == GrantStatus.ACTIVE, Grant.paused_at.is_(None))
+        .order_by(Grant.grant_id)
+    )
     return list((await session.execute(stmt)).scalars())
 
 
@@ -125,8 +134,8 @@ GRANT_STATES = ("active", "paused", "expired", "deleted")
 async def count_by_state(session: AsyncSession) -> dict[str, int]:
     """Grants by what mailroom may do with them: active, paused (refused credentials), expired, deleted."""
     state = case(
-        (Grant.status == "deleted", "deleted"),
-        (Grant.status == "expired", "expired"),
+        (Grant.status == GrantStatus.DELETED, "deleted"),
+        (Grant.status == GrantStatus.EXPIRED, "expired"),
         (Grant.paused_at.is_not(None), "paused"),
         else_="active",
     )
@@ -137,7 +146,7 @@ async def count_by_state(session: AsyncSession) -> dict[str, int]:
 async def oldest_sync(session: AsyncSession) -> datetime | None:
     """The least recent successful sync among grants that should be synced (never synced: since it was known)."""
     stmt = select(func.min(func.coalesce(Grant.last_synced_at, Grant.created_at))).where(
-        Grant.status == "active", Grant.paused_at.is_(None)
+        Grant.status == GrantStatus.ACTIVE, Grant.paused_at.is_(None)
     )
     return cast(datetime | None, await session.scalar(stmt))
 
@@ -149,7 +158,7 @@ class GrantState:
 
     @property
     def may_call_nylas(self) -> bool:
-        return not self.paused and self.status == "active"
+        return not self.paused and self.status == GrantStatus.ACTIVE
 
 
 # `ensure_status` for many grants in one round trip.

@@ -22,6 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from db.states import ActionStatus, EventStatus, GrantStatus, PipelineState, Stage, StageRunStatus, values
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -32,13 +34,12 @@ NAMING_CONVENTION = {
 
 Timestamp = DateTime(timezone=True)
 
-EVENT_STATUSES = ("received", "queued", "processing", "processed", "ignored", "parked", "dead", "purged")
-GRANT_STATUSES = ("active", "expired", "deleted")
-# Where an email is in the chain process -> classify -> act.
-PIPELINE_STATES = ("classify", "act", "done", "missing", "deleted")
-STAGES = ("process", "classify", "act")
-STAGE_RUN_STATUSES = ("running", "succeeded", "retrying", "parked", "dead", "skipped")
-ACTION_STATUSES = ("planned", "executing", "done", "dry_run", "failed")
+EVENT_STATUSES = values(EventStatus)
+GRANT_STATUSES = values(GrantStatus)
+PIPELINE_STATES = values(PipelineState)
+STAGES = values(Stage)
+STAGE_RUN_STATUSES = values(StageRunStatus)
+ACTION_STATUSES = values(ActionStatus)
 
 
 class Base(DeclarativeBase):

@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import StageRun
+from db.states import Stage, StageRunStatus
 from db.uow import execute_core
 
 _RUNS = cast(Table, StageRun.__table__)
@@ -21,7 +22,7 @@ _START = (
         email_id=bindparam("v_email_id"),
         grant_id=bindparam("v_grant_id"),
         job_id=bindparam("v_job_id"),
-        status="running",
+        status=StageRunStatus.RUNNING,
     )
     .returning(_RUNS.c.id)
 )
@@ -43,7 +44,7 @@ _FINISH = (
 async def start(
     session: AsyncSession,
     *,
-    stage: str,
+    stage: Stage,
     attempt: int,
     event_id: int | None = None,
     email_id: int | None = None,
@@ -65,7 +66,7 @@ async def finish(
     session: AsyncSession,
     run_id: int,
     *,
-    status: str,
+    status: StageRunStatus,
     email_id: int | None = None,
     error: str | None = None,
     traceback: str | None = None,

@@ -14,11 +14,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import WebhookEvent
+from db.states import EventStatus
 from db.uow import execute_core
 
 # States a job may (re)start from. `processed` and `ignored` are final; `dead` and `parked` wait for a replay
 # or for their grant to come back.
-RUNNABLE = ("received", "queued", "processing")
+RUNNABLE = (EventStatus.RECEIVED, EventStatus.QUEUED, EventStatus.PROCESSING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +102,8 @@ async def mark_queued(session: AsyncSession, event_ids: Sequence[int]) -> None:
     """Record that their jobs are in Redis; one a worker already started is left alone."""
     await session.execute(
         update(WebhookEvent)
-        .where(WebhookEvent.id.in_(event_ids), WebhookEvent.status == "received")
-        .values(status="queued", updated_at=func.now())
+        .where(WebhookEvent.id.in_(event_ids), WebhookEvent.status == EventStatus.RECEIVED)
+        .values(status=EventStatus.QUEUED, updated_at=func.now())
     )
 
 
@@ -111,7 +112,7 @@ async def start_processing(
 ) -> WebhookEvent | None:
     """Claim the event for a run and count the attempt; None when it is already done (a re-run is a no-op), or, with
     `stale_after_s`, held by a run younger than that (a batch worker's: the two must not run it side by side)."""
-    held_by_another = WebhookEvent.status == "processing"
+    held_by_another = WebhookEvent.status == EventStatus.PROCESSING
     if stale_after_s is not None:
         held_by_another = held_by_another & (
             WebhookEvent.updated_at >= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, stale_after_s)
@@ -119,7 +120,7 @@ async def start_processing(
     stmt = (
         update(WebhookEvent)
         .where(WebhookEvent.id == event_id, WebhookEvent.status.in_(RUNNABLE), ~held_by_another)
-        .values(status="processing", attempts=WebhookEvent.attempts + 1, updated_at=func.now())
+        .values(status=EventStatus.PROCESSING, attempts=WebhookEvent.attempts + 1, updated_at=func.now())
         .returning(WebhookEvent)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
@@ -130,7 +131,7 @@ _MARK_PROCESSED = (
     update(_EVENTS)
     .where(_EVENTS.c.id == bindparam("event_id"))
     .values(
-        status="processed",
+        status=EventStatus.PROCESSED,
         last_error=None,
         processed_at=func.now(),
         updated_at=func.now(),
@@ -151,8 +152,10 @@ async def mark_attempt_failed(session: AsyncSession, event_id: int, *, error: st
     """A failed run: back to `queued` while a retry is scheduled, `dead` (a dead letter) once the tries are spent."""
     await session.execute(
         update(WebhookEvent)
-        .where(WebhookEvent.id == event_id, WebhookEvent.status == "processing")
-        .values(status="dead" if final else "queued", last_error=error[:4000], updated_at=func.now())
+        .where(WebhookEvent.id == event_id, WebhookEvent.status == EventStatus.PROCESSING)
+        .values(
+            status=EventStatus.DEAD if final else EventStatus.QUEUED, last_error=error[:4000], updated_at=func.now()
+        )
     )
 
 
@@ -160,15 +163,15 @@ async def park(session: AsyncSession, event_id: int, *, reason: str) -> None:
     await session.execute(
         update(WebhookEvent)
         .where(WebhookEvent.id == event_id)
-        .values(status="parked", last_error=reason, updated_at=func.now())
+        .values(status=EventStatus.PARKED, last_error=reason, updated_at=func.now())
     )
 
 
 async def unpark_grant(session: AsyncSession, grant_id: str) -> list[int]:
     stmt = (
         update(WebhookEvent)
-        .where(WebhookEvent.grant_id == grant_id, WebhookEvent.status == "parked")
-        .values(status="queued", attempts=0, updated_at=func.now())
+        .where(WebhookEvent.grant_id == grant_id, WebhookEvent.status == EventStatus.PARKED)
+        .values(status=EventStatus.QUEUED, attempts=0, updated_at=func.now())
         .returning(WebhookEvent.id)
     )
     return list((await session.execute(stmt)).scalars())
@@ -180,10 +183,10 @@ async def stop_grant(session: AsyncSession, grant_id: str) -> int:
         update(WebhookEvent)
         .where(
             WebhookEvent.grant_id == grant_id,
-            WebhookEvent.status.in_(("received", "queued", "parked")),
+            WebhookEvent.status.in_((EventStatus.RECEIVED, EventStatus.QUEUED, EventStatus.PARKED)),
             ~WebhookEvent.type.startswith("grant."),
         )
-        .values(status="ignored", last_error="grant deleted", updated_at=func.now())
+        .values(status=EventStatus.IGNORED, last_error="grant deleted", updated_at=func.now())
     )
     return (await session.execute(stmt)).rowcount  # type: ignore[attr-defined,no-any-return]
 
@@ -239,15 +242,20 @@ async def purge(session: AsyncSession, event_ids: list[int]) -> int:
     """Operator's purge: the events stay, marked so that no sweep brings them back."""
     stmt = (
         update(WebhookEvent)
-        .where(WebhookEvent.id.in_(event_ids), WebhookEvent.status.in_((*RUNNABLE, "parked")))
-        .values(status="purged", updated_at=func.now())
+        .where(WebhookEvent.id.in_(event_ids), WebhookEvent.status.in_((*RUNNABLE, EventStatus.PARKED)))
+        .values(status=EventStatus.PURGED, updated_at=func.now())
     )
     return (await session.execute(stmt)).rowcount  # type: ignore[attr-defined,no-any-return]
 
 
 async def dead(session: AsyncSession, *, limit: int) -> list[WebhookEvent]:
     """Dead letters among events, newest first."""
-    stmt = select(WebhookEvent).where(WebhookEvent.status == "dead").order_by(WebhookEvent.id.desc()).limit(limit)
+    stmt = (
+        select(WebhookEvent)
+        .where(WebhookEvent.status == EventStatus.DEAD)
+        .order_by(WebhookEvent.id.desc())
+        .limit(limit)
+    )
     return list((await session.execute(stmt)).scalars())
 
 
@@ -256,8 +264,11 @@ async def touch_swept(session: AsyncSession, event_ids: list[int]) -> None:
     one's run is gone, so its new job must not take it for a live run's)."""
     await session.execute(
         update(WebhookEvent)
-        .where(WebhookEvent.id.in_(event_ids), WebhookEvent.status.in_(("received", "queued", "processing")))
-        .values(updated_at=func.now(), status="queued")
+        .where(
+            WebhookEvent.id.in_(event_ids),
+            WebhookEvent.status.in_((EventStatus.RECEIVED, EventStatus.QUEUED, EventStatus.PROCESSING)),
+        )
+        .values(updated_at=func.now(), status=EventStatus.QUEUED)
     )
 
 
@@ -318,7 +329,7 @@ _GIVE_BACK = text(
 )
 
 
-async def give_back(session: AsyncSession, event_ids: Sequence[int], *, to: str = "queued") -> None:
+async def give_back(session: AsyncSession, event_ids: Sequence[int], *, to: EventStatus = EventStatus.QUEUED) -> None:
     """A claim that did not run (throttled, handed to another job, shutting down): not a spent try. `to`: back to
     `received` (for the batch workers' next claim) or `queued` (a job in Redis will take it up)."""
     await execute_core(session, _GIVE_BACK, {"ids": list(event_ids), "status": to})
@@ -371,13 +382,13 @@ async def notify_waiting(session: AsyncSession) -> None:
 
 async def oldest_waiting(session: AsyncSession) -> datetime | None:
     """When the oldest event waiting for the batch workers' claim was stored (or given back)."""
-    stmt = select(func.min(WebhookEvent.updated_at)).where(WebhookEvent.status == "received")
+    stmt = select(func.min(WebhookEvent.updated_at)).where(WebhookEvent.status == EventStatus.RECEIVED)
     return cast(datetime | None, await session.scalar(stmt))
 
 
 async def waiting_ids(session: AsyncSession) -> list[int]:
     """Events waiting for the batch workers' claim (`mailroom purge` drops them with the queue)."""
-    stmt = select(WebhookEvent.id).where(WebhookEvent.status == "received").order_by(WebhookEvent.id)
+    stmt = select(WebhookEvent.id).where(WebhookEvent.status == EventStatus.RECEIVED).order_by(WebhookEvent.id)
     return list((await session.execute(stmt)).scalars())
 
 

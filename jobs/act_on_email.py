@@ -12,6 +12,7 @@ from typing import Any
 
 from db import actions, stage_runs
 from db.models import Action, Email
+from db.states import ActionStatus, PipelineState, Stage, StageRunStatus
 from db.uow import unit_of_work
 from jobs import email_stages
 from jobs.classifier import EmailView
@@ -25,7 +26,7 @@ from jobs.policy import NOT_REPEATABLE, decide
 
 async def act_stage(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:
     jc = JobContext.from_ctx(ctx)
-    claimed = await email_stages.claim(jc, ctx, email_id, "act", force=force)
+    claimed = await email_stages.claim(jc, ctx, email_id, Stage.ACT, force=force)
     if claimed is None:
         return "skipped"
     try:
@@ -52,29 +53,35 @@ async def _act(jc: JobContext, claimed: email_stages.Claimed) -> str:
                 params=plan.params,
                 idempotency_key=plan.idempotency_key,
             )
-        todo = [a for a in await actions.for_email(session, email.id) if a.status not in ("done", "dry_run")]
+        todo = [
+            a
+            for a in await actions.for_email(session, email.id)
+            if a.status not in (ActionStatus.DONE, ActionStatus.DRY_RUN)
+        ]
     if todo and not jc.settings.actions_dry_run and not await email_stages.may_call(jc, email.grant_id):
         await email_stages.park(jc, email.id, "act")
         await _release(jc, claimed)
         return "parked"
     for action in todo:
         await _carry_out(jc, email, view, action)
-    await email_stages.succeed(jc, claimed, to="done", detail={"actions": len(planned), "carried_out": len(todo)})
+    await email_stages.succeed(
+        jc, claimed, to=PipelineState.DONE, detail={"actions": len(planned), "carried_out": len(todo)}
+    )
     return "succeeded"
 
 
 async def _release(jc: JobContext, claimed: email_stages.Claimed) -> None:
     async with unit_of_work(jc.sessionmaker) as session:
-        await stage_runs.finish(session, claimed.run_id, status="parked", error="grant paused")
+        await stage_runs.finish(session, claimed.run_id, status=StageRunStatus.PARKED, error="grant paused")
 
 
 async def _carry_out(jc: JobContext, email: Email, view: EmailView, action: Action) -> None:
     if jc.settings.actions_dry_run:
         async with unit_of_work(jc.sessionmaker) as session:
-            await actions.mark_done(session, action.id, status="dry_run", result={"would": action.params})
+            await actions.mark_done(session, action.id, status=ActionStatus.DRY_RUN, result={"would": action.params})
         return
     tag = hashlib.sha256(action.idempotency_key.encode()).hexdigest()[:32]
-    if action.status == "executing" and action.kind in NOT_REPEATABLE:
+    if action.status == ActionStatus.EXECUTING and action.kind in NOT_REPEATABLE:
         # A previous try may have gone through before it could record so: ask Nylas before doing it again.
         found = await throttled(
             jc,
@@ -83,7 +90,7 @@ async def _carry_out(jc: JobContext, email: Email, view: EmailView, action: Acti
         )
         if found is not None:
             async with unit_of_work(jc.sessionmaker) as session:
-                await actions.mark_done(session, action.id, status="done", result={"id": found.get("id")})
+                await actions.mark_done(session, action.id, status=ActionStatus.DONE, result={"id": found.get("id")})
             return
     async with unit_of_work(jc.sessionmaker) as session:
         await actions.mark_executing(session, action.id)
@@ -95,7 +102,7 @@ async def _carry_out(jc: JobContext, email: Email, view: EmailView, action: Acti
                 await actions.mark_failed(session, action.id, error=str(exc))
         raise
     async with unit_of_work(jc.sessionmaker) as session:
-        await actions.mark_done(session, action.id, status="done", result={"id": result.get("id")})
+        await actions.mark_done(session, action.id, status=ActionStatus.DONE, result={"id": result.get("id")})
 
 
 async def _call(jc: JobContext, email: Email, view: EmailView, action: Action, tag: str) -> dict[str, Any]:

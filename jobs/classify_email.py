@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from db.states import PipelineState, Stage
 from jobs import email_stages
 from jobs.classifier import EmailView
 from jobs.context import JobContext
@@ -13,7 +14,7 @@ from jobs.message_columns import view_source
 
 async def classify_stage(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:
     jc = JobContext.from_ctx(ctx)
-    claimed = await email_stages.claim(jc, ctx, email_id, "classify", force=force)
+    claimed = await email_stages.claim(jc, ctx, email_id, Stage.CLASSIFY, force=force)
     if claimed is None:
         return "skipped"
     try:
@@ -24,7 +25,7 @@ async def classify_stage(ctx: dict[str, Any], email_id: int, force: bool = False
         await email_stages.succeed(
             jc,
             claimed,
-            to="act",
+            to=PipelineState.ACT,
             detail={"class": result.label, "rule": result.rule},
             classification=result.label,
             classified_at=datetime.now(UTC),

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import emails, grants, stage_runs
 from db.models import Email
+from db.states import PipelineState, Stage, StageRunStatus
 from db.uow import read_session, unit_of_work
 from jobs import failures
 from jobs.context import JobContext
@@ -28,11 +29,11 @@ class Claimed:
     email: Email
     run_id: int
     log: Any
-    stage: str
+    stage: Stage
     started: float
 
 
-async def claim(jc: JobContext, ctx: dict[str, Any], email_id: int, stage: str, *, force: bool) -> Claimed | None:
+async def claim(jc: JobContext, ctx: dict[str, Any], email_id: int, stage: Stage, *, force: bool) -> Claimed | None:
     """Start a counted try of the stage; None when the email does not wait for it (done, dead, parked, gone)."""
     async with unit_of_work(jc.sessionmaker) as session:
         email = await emails.claim_stage(session, email_id, stage=stage, force=force)
@@ -50,13 +51,15 @@ async def claim(jc: JobContext, ctx: dict[str, Any], email_id: int, stage: str, 
     return Claimed(email=email, run_id=run_id, log=bound, stage=stage, started=time.monotonic())
 
 
-async def succeed(jc: JobContext, claimed: Claimed, *, to: str, detail: dict[str, Any], **columns: Any) -> None:
+async def succeed(
+    jc: JobContext, claimed: Claimed, *, to: PipelineState, detail: dict[str, Any], **columns: Any
+) -> None:
     async with unit_of_work(jc.sessionmaker) as session:
         await emails.advance(session, claimed.email.id, to=to, **columns)
-        await stage_runs.finish(session, claimed.run_id, status="succeeded", detail=detail)
+        await stage_runs.finish(session, claimed.run_id, status=StageRunStatus.SUCCEEDED, detail=detail)
     jc.metrics.inc("mailroom_jobs", stage=claimed.stage, outcome="succeeded")
     jc.metrics.observe("mailroom_stage_duration_seconds", time.monotonic() - claimed.started, stage=claimed.stage)
-    if to == "done" and claimed.email.first_received_at is not None:
+    if to is PipelineState.DONE and claimed.email.first_received_at is not None:
         acted_after = (datetime.now(UTC) - claimed.email.first_received_at).total_seconds()
         jc.metrics.observe("mailroom_webhook_to_acted_seconds", acted_after)
     claimed.log.info("stage.succeeded", next=to)
@@ -73,7 +76,7 @@ async def give_back(jc: JobContext, claimed: Claimed, exc: Throttled) -> Retry:
     """Waiting for room under the grant's rate is not a failed try: the try goes back; the job waits (raise this)."""
     async with unit_of_work(jc.sessionmaker) as session:
         await emails.give_back_try(session, claimed.email.id)
-        await stage_runs.finish(session, claimed.run_id, status="retrying", error=str(exc))
+        await stage_runs.finish(session, claimed.run_id, status=StageRunStatus.RETRYING, error=str(exc))
     return defer_for(exc)
 
 
@@ -113,7 +116,7 @@ class EmailTry:
         await emails.mark_missing(
             session, grant_id=email.grant_id, message_id=email.message_id, state_at=email.state_at
         )
-        await stage_runs.finish(session, self.run_id, status="skipped", error=failure.error)
+        await stage_runs.finish(session, self.run_id, status=StageRunStatus.SKIPPED, error=failure.error)
 
     async def park(self, session: AsyncSession, failure: Failure) -> None:
         await emails.park(session, self.claimed.email.id)

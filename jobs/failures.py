@@ -15,6 +15,7 @@ from core.metrics import Metrics
 from core.settings import Settings
 from db import grants, stage_runs
 from db.errors import DatabaseError
+from db.states import StageRunStatus
 from db.uow import unit_of_work
 from jobs.backoff import retry_delay
 from jobs.errors import GrantPaused, PermanentError, TransientError
@@ -73,7 +74,7 @@ async def finish_failed_run(session: AsyncSession, run_id: int, failure: Failure
     await stage_runs.finish(
         session,
         run_id,
-        status="dead" if dead else "retrying",
+        status=StageRunStatus.DEAD if dead else StageRunStatus.RETRYING,
         error=failure.error,
         traceback=failure.traceback if dead else None,
         detail=None if dead else {"retry_in_s": round(failure.delay, 3)},
@@ -118,7 +119,7 @@ async def record_failure(jc: JobContext, failed: FailedTry, exc: Exception) -> V
                 assert failed.grant_id is not None, "only a grant's call can be refused for its credentials"
                 await grants.pause(session, failed.grant_id, reason=failure.error)
                 await failed.park(session, failure)
-                await stage_runs.finish(session, failed.run_id, status="parked", error=failure.error)
+                await stage_runs.finish(session, failed.run_id, status=StageRunStatus.PARKED, error=failure.error)
             case Verdict.RETRY | Verdict.DEAD:
                 await failed.failed(session, failure, dead=failure.verdict is Verdict.DEAD)
                 await finish_failed_run(session, failed.run_id, failure)

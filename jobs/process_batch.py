@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db import emails, grants, stage_runs, webhook_events
 from db.emails import NewState, StoredState
 from db.errors import DatabaseError
+from db.states import EventStatus, Stage
 from db.uow import unit_of_work
 from db.webhook_events import ClaimedEvent
 from jobs.chain import carry_on
@@ -79,7 +80,7 @@ async def process_events(ctx: dict[str, Any], event_ids: list[int]) -> dict[str,
         # Nothing was claimed: run again a little later (the events wait where they are).
         raise Retry(defer=min(5.0, jc.settings.retry_base_delay) or 1.0) from exc
     # Stopped midway, arq runs this job again: what it had not finished waits for it as `queued`.
-    return await run_claimed(ctx, *batch, job_id=ctx.get("job_id"), give_back_to="queued")
+    return await run_claimed(ctx, *batch, job_id=ctx.get("job_id"), give_back_to=EventStatus.QUEUED)
 
 
 Claim = Callable[[AsyncSession], Awaitable[list[ClaimedEvent]]]
@@ -100,7 +101,7 @@ async def run_claimed(
     states: dict[str, grants.GrantState],
     *,
     job_id: str | None,
-    give_back_to: str,
+    give_back_to: EventStatus,
 ) -> dict[str, int]:
     """Process a claimed batch. Returns counts: claimed, stored, handed on (to per-event jobs), deferred
     (throttled), failed. Cancelled (SIGTERM past the grace, a timeout), it gives back what it had not finished."""
@@ -395,7 +396,7 @@ async def _fail(jc: JobContext, event: ClaimedEvent, exc: Exception, *, job_id: 
         async with unit_of_work(jc.sessionmaker) as session:
             run_id = await stage_runs.start(
                 session,
-                stage="process",
+                stage=Stage.PROCESS,
                 attempt=event.attempts,
                 event_id=event.id,
                 grant_id=event.grant_id,
@@ -421,6 +422,6 @@ async def _defer(jc: JobContext, events: list[ClaimedEvent], wait: float) -> Non
     await ProcessEventEnqueuer(jc.queue).enqueue(sorted(e.id for e in events), batch=True, defer_ms=defer_ms)
 
 
-async def _give_back(jc: JobContext, event_ids: list[int], *, to: str = "queued") -> None:
+async def _give_back(jc: JobContext, event_ids: list[int], *, to: EventStatus = EventStatus.QUEUED) -> None:
     async with unit_of_work(jc.sessionmaker) as session:
         await webhook_events.give_back(session, event_ids, to=to)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import emails, erasure, grants, stage_runs, webhook_events
 from db.models import WebhookEvent
+from db.states import Stage, StageRunStatus
 from db.uow import read_session, unit_of_work
 from db.webhook_events import ClaimedEvent
 from jobs import failures
@@ -72,7 +73,7 @@ async def process_event(ctx: dict[str, Any], event_id: int) -> str:
             return "skipped"
         run_id = await stage_runs.start(
             session,
-            stage="process",
+            stage=Stage.PROCESS,
             attempt=claimed.attempts,
             event_id=event_id,
             grant_id=event.grant_id,
@@ -115,7 +116,10 @@ async def _apply(
             erased = await erasure.erase_message(session, grant_id, message_id) if applied else erasure.Erased()
             await webhook_events.mark_processed(session, event.id)
             await stage_runs.finish(
-                session, run_id, status="succeeded", detail={"deleted": applied, "erased_emails": erased.emails}
+                session,
+                run_id,
+                status=StageRunStatus.SUCCEEDED,
+                detail={"deleted": applied, "erased_emails": erased.emails},
             )
         return "processed"
 
@@ -134,7 +138,7 @@ async def _apply(
             # The user left (grant.deleted erased their mail): a late notification must not bring content back.
             await webhook_events.mark_processed(session, event.id)
             await erasure.erase_message(session, grant_id, message_id)
-            await stage_runs.finish(session, run_id, status="skipped", detail={"grant_deleted": True})
+            await stage_runs.finish(session, run_id, status=StageRunStatus.SKIPPED, detail={"grant_deleted": True})
             return "processed"
         stored = await emails.upsert(
             session,
@@ -148,7 +152,7 @@ async def _apply(
         await stage_runs.finish(
             session,
             run_id,
-            status="succeeded",
+            status=StageRunStatus.SUCCEEDED,
             email_id=stored.email_id,
             detail={"fetched": fetched, "inserted": stored.inserted, "written": stored.written},
         )
@@ -191,7 +195,7 @@ async def _apply_grant(jc: JobContext, event: WebhookEvent, trigger: Trigger, ru
         await stage_runs.finish(
             session,
             run_id,
-            status="succeeded",
+            status=StageRunStatus.SUCCEEDED,
             detail={
                 "applied": applied,
                 "status": status,
@@ -237,7 +241,12 @@ class EventTry:
         )
         await webhook_events.mark_processed(session, event.id)
         await stage_runs.finish(
-            session, self.run_id, status="skipped", email_id=email_id, error=failure.error, detail={"missing": True}
+            session,
+            self.run_id,
+            status=StageRunStatus.SKIPPED,
+            email_id=email_id,
+            error=failure.error,
+            detail={"missing": True},
         )
 
     async def park(self, session: AsyncSession, failure: Failure) -> None:

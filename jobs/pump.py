@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db import webhook_events
 from db.errors import DatabaseError
 from db.grants import GrantState
+from db.states import EventStatus
 from db.webhook_events import ClaimedEvent
 from jobs.context import JobContext
 from jobs.process_batch import claim, run_claimed
@@ -140,7 +141,9 @@ class Pump:
             # The same bound as a job's: a batch held longer would look like a killed worker's.
             async with asyncio.timeout(self._settings.job_timeout):
                 # The batch's label stands for a job id in the timeline, the inline stages' runs included.
-                await run_claimed({**ctx, "job_id": label}, claimed, states, job_id=label, give_back_to="received")
+                await run_claimed(
+                    {**ctx, "job_id": label}, claimed, states, job_id=label, give_back_to=EventStatus.RECEIVED
+                )
         except TimeoutError:
             log.warning("batch.timed_out", events=len(claimed), timeout_s=self._settings.job_timeout)
         finally:

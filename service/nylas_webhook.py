@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from db.errors import DatabaseError
+from db.states import EventStatus
 from db.storable import strip_nul
 from db.webhook_events import NewEvent
 from service import signatures
@@ -109,7 +110,7 @@ async def receive(request: Request) -> Response:
         notified_at=notification.notified_at,
         delivery_attempt=notification.delivery_attempt,
         payload_json=payload_json,
-        status="received" if notification.trigger is not None else "ignored",
+        status=EventStatus.RECEIVED if notification.trigger is not None else EventStatus.IGNORED,
     )
     try:
         recorded = await resources.writer.record(event)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
+from enum import StrEnum
 
+import pytest
 from alembic import command
 from alembic.util.exc import CommandError
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import migrate
 from db.engine import create_engine
+from db.states import ActionStatus, EventStatus, GrantStatus, PipelineState, Stage, StageRunStatus
 from tests.harness import Servers, execute_on
 
 
@@ -48,3 +52,26 @@ TABLES = {"webhook_events", "emails", "grants", "stage_runs", "actions", "cron_r
 async def tables(engine: AsyncEngine) -> set[str]:
     async with engine.connect() as connection:
         return set(await connection.run_sync(lambda sync: inspect(sync).get_table_names()))
+
+
+@pytest.mark.parametrize(
+    ("table", "constraint", "states"),
+    [
+        ("webhook_events", "ck_webhook_events_status", EventStatus),
+        ("grants", "ck_grants_status", GrantStatus),
+        ("emails", "ck_emails_pipeline_state", PipelineState),
+        ("stage_runs", "ck_stage_runs_stage", Stage),
+        ("stage_runs", "ck_stage_runs_status", StageRunStatus),
+        ("actions", "ck_actions_status", ActionStatus),
+    ],
+)
+async def test_the_migrated_check_constraints_allow_exactly_the_named_states(
+    engine: AsyncEngine, table: str, constraint: str, states: type[StrEnum]
+) -> None:
+    """The code's vocabularies (db/states.py) and the database's CHECK constraints name the same states."""
+    async with engine.connect() as connection:
+        definition = await connection.scalar(
+            text("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = :name"), {"name": constraint}
+        )
+    assert definition is not None, f"{table} has no {constraint}"
+    assert set(re.findall(r"'([a-z_]+)'::text", definition)) == {state.value for state in states}
