@@ -26,7 +26,14 @@ from db.engine import create_engine, create_sessionmaker
 from jobs.enqueue import open_queue
 from mailroom import embedded
 from mailroom.fake_nylas import FakeNylas, FakeNylasServer
-from tests.harness import Servers, drain, execute_on, make_settings, redis_url_for_this_process, running_api
+from tests.harness import (
+    Servers,
+    api_in_process,
+    drain,
+    execute_on,
+    make_settings,
+    redis_url_for_this_process,
+)
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +114,7 @@ async def settings(
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_api(settings) as client:
+    async with api_in_process(settings) as client:
         yield client
 
 

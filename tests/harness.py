@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 import uvicorn
+from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import make_url
 
 from core.settings import Settings
@@ -73,6 +74,17 @@ def make_settings(**overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
+
+
+@asynccontextmanager
+async def api_in_process(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app, its lifespan run, with a client that calls it in this process (no server, no socket): for
+    tests of what the app does. Tests of the server itself (timeouts, slow clients, the protocol) use running_api."""
+    app = create_app(settings)
+    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
+        transport = httpx.ASGITransport(app=manager.app, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://mailroom.test", timeout=15) as client:
+            yield client
 
 
 @asynccontextmanager
