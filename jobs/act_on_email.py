@@ -24,9 +24,9 @@ from jobs.nylas_client import METADATA_KEY
 from jobs.policy import NOT_REPEATABLE, decide
 
 
-async def act_stage(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:
-    jc = JobContext.from_ctx(ctx)
-    claimed = await email_stages.claim(jc, ctx, email_id, Stage.ACT, force=force)
+async def act_stage(call: email_stages.StageCall) -> str:
+    jc = call.jc
+    claimed = await email_stages.claim(call, Stage.ACT)
     if claimed is None:
         return "skipped"
     try:

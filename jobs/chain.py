@@ -11,7 +11,6 @@ the email waiting in its stage, where the sweeper finds it.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -21,11 +20,11 @@ from jobs import arq_storage
 from jobs.act_on_email import act_stage
 from jobs.classify_email import classify_stage
 from jobs.context import JobContext
+from jobs.email_stages import StageBody, StageCall
 from jobs.enqueue import enqueue_stage, stage_job_id
 
 log = structlog.get_logger(__name__)
-Stage = Callable[[dict[str, Any], int, bool], Awaitable[str]]
-STAGES: dict[str, Stage] = {"classify": classify_stage, "act": act_stage}
+STAGES: dict[str, StageBody] = {"classify": classify_stage, "act": act_stage}
 NEXT = {"classify": "act", "act": "done"}
 # Inline stages start only in the first quarter of the job's time, so the job ends well inside its timeout.
 INLINE_SHARE = 0.25
@@ -43,7 +42,7 @@ async def act(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:
 
 async def _stage_job(ctx: dict[str, Any], stage: str, email_id: int, force: bool) -> str:
     started = time.monotonic()
-    outcome = await STAGES[stage](ctx, email_id, force)
+    outcome = await STAGES[stage](StageCall(JobContext.from_ctx(ctx), email_id, ctx.get("job_id"), force))
     if outcome == "succeeded":
         await carry_on(ctx, NEXT[stage], email_id, started=started)
     return outcome
@@ -65,7 +64,7 @@ async def carry_on(ctx: dict[str, Any], stage: str, email_id: int, *, started: f
             # so neither arq nor another inline run starts the stage beside this one.
             return
         try:
-            outcome = await STAGES[stage](ctx, email_id, False)
+            outcome = await STAGES[stage](StageCall(jc, email_id, ctx.get("job_id")))
         except Retry as retry:
             # The stage recorded its failed try; its retry is its own job, not a re-run of the job we are in.
             await enqueue_stage(jc.queue, stage, email_id, defer_ms=retry.defer_score)

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from db.states import PipelineState, Stage
 from jobs import email_stages
 from jobs.classifier import EmailView
-from jobs.context import JobContext
 from jobs.message_columns import view_source
 
 
-async def classify_stage(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:
-    jc = JobContext.from_ctx(ctx)
-    claimed = await email_stages.claim(jc, ctx, email_id, Stage.CLASSIFY, force=force)
+async def classify_stage(call: email_stages.StageCall) -> str:
+    jc = call.jc
+    claimed = await email_stages.claim(call, Stage.CLASSIFY)
     if claimed is None:
         return "skipped"
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,19 @@ log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class StageCall:
+    """One run of an email's stage: what every stage body is given (jobs/chain.py builds it, as a job or inline)."""
+
+    jc: JobContext
+    email_id: int
+    job_id: str | None  # the job it runs in: its own, or the one that runs the chain inline (the timeline says so)
+    force: bool = False  # run it even if the email is past it (a forced replay)
+
+
+StageBody = Callable[[StageCall], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
 class Claimed:
     email: Email
     run_id: int
@@ -33,10 +47,11 @@ class Claimed:
     started: float
 
 
-async def claim(jc: JobContext, ctx: dict[str, Any], email_id: int, stage: Stage, *, force: bool) -> Claimed | None:
+async def claim(call: StageCall, stage: Stage) -> Claimed | None:
     """Start a counted try of the stage; None when the email does not wait for it (done, dead, parked, gone)."""
-    async with unit_of_work(jc.sessionmaker) as session:
-        email = await emails.claim_stage(session, email_id, stage=stage, force=force)
+    email_id = call.email_id
+    async with unit_of_work(call.jc.sessionmaker) as session:
+        email = await emails.claim_stage(session, email_id, stage=stage, force=call.force)
         if email is None:
             return None
         run_id = await stage_runs.start(
@@ -45,9 +60,9 @@ async def claim(jc: JobContext, ctx: dict[str, Any], email_id: int, stage: Stage
             attempt=email.stage_attempts,
             email_id=email_id,
             grant_id=email.grant_id,
-            job_id=ctx.get("job_id"),
+            job_id=call.job_id,
         )
-    bound = log.bind(stage=stage, email_id=email_id, grant_id=email.grant_id, job_id=ctx.get("job_id"))
+    bound = log.bind(stage=stage, email_id=email_id, grant_id=email.grant_id, job_id=call.job_id)
     return Claimed(email=email, run_id=run_id, log=bound, stage=stage, started=time.monotonic())
 
 

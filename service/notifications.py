@@ -1,4 +1,5 @@
-"""Pure parsing of a Nylas v3 notification envelope into what we store; raises InvalidNotification naming the field."""
+"""Pure parsing of a Nylas v3 notification envelope into the row we store (parsed once, here); raises
+InvalidNotification naming the field."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from db.states import EventStatus
+from db.webhook_events import NewEvent
 from jobs.triggers import Kind, Trigger, parse_trigger
 from service.errors import InvalidNotification
 
@@ -21,18 +24,12 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    id: str
-    type: str
-    source: str | None
-    grant_id: str | None
-    object_id: str | None
-    notified_at: datetime
-    delivery_attempt: int | None
-    trigger: Trigger | None
-    payload: dict[str, Any]
+    event: NewEvent  # the row, as the writer stores it
+    trigger: Trigger | None  # None: a type mailroom does not process (stored as `ignored`)
 
 
-def parse_notification(payload: object, *, received_at: datetime) -> Notification:
+def parse_notification(payload: object, *, received_at: datetime, payload_json: str = "") -> Notification:
+    """`payload_json`: the payload as it will be stored (the caller serializes it, after making it storable)."""
     if not isinstance(payload, dict):
         raise InvalidNotification("the body must be a JSON object (a Nylas v3 notification)")
     _refuse_older_shapes(payload)
@@ -60,8 +57,8 @@ def parse_notification(payload: object, *, received_at: datetime) -> Notificatio
 
     source = payload.get("source")
     attempt = payload.get("webhook_delivery_attempt")
-    return Notification(
-        id=notification_id,
+    event = NewEvent(
+        notification_id=notification_id,
         type=type_,
         source=source if isinstance(source, str) else None,
         grant_id=grant_id,
@@ -70,9 +67,10 @@ def parse_notification(payload: object, *, received_at: datetime) -> Notificatio
         delivery_attempt=attempt
         if isinstance(attempt, int) and not isinstance(attempt, bool) and 0 <= attempt <= MAX_INT32
         else None,
-        trigger=trigger,
-        payload=payload,
+        payload_json=payload_json,
+        status=EventStatus.RECEIVED if trigger is not None else EventStatus.IGNORED,
     )
+    return Notification(event=event, trigger=trigger)
 
 
 def _believable(when: datetime | None, received_at: datetime) -> datetime:

@@ -13,9 +13,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from db.errors import DatabaseError
-from db.states import EventStatus
 from db.storable import strip_nul
-from db.webhook_events import NewEvent
 from service import signatures
 from service.body_limits import decode_content, read_limited
 from service.errors import (
@@ -95,33 +93,23 @@ async def receive(request: Request) -> Response:
     if b"\\u0000" in body:
         # JSON can only carry U+0000 escaped; PostgreSQL's JSONB refuses it, which would be a 503 on every retry.
         payload = strip_nul(payload)
-    notification = parse_notification(payload, received_at=datetime.now(UTC))
     try:
         payload_json = orjson.dumps(payload).decode()
     except orjson.JSONEncodeError as exc:
         # orjson writes at most 254 levels of nesting (it reads more): no notification Nylas sends comes near.
         raise InvalidNotification(f"the notification cannot be stored: {exc}") from exc
-    event = NewEvent(
-        notification_id=notification.id,
-        type=notification.type,
-        source=notification.source,
-        grant_id=notification.grant_id,
-        object_id=notification.object_id,
-        notified_at=notification.notified_at,
-        delivery_attempt=notification.delivery_attempt,
-        payload_json=payload_json,
-        status=EventStatus.RECEIVED if notification.trigger is not None else EventStatus.IGNORED,
-    )
+    notification = parse_notification(payload, received_at=datetime.now(UTC), payload_json=payload_json)
+    event = notification.event
     try:
         recorded = await resources.writer.record(event)
     except DatabaseError as exc:
-        log.error("webhook.store_failed", notification_id=notification.id, error=str(exc))
+        log.error("webhook.store_failed", notification_id=event.notification_id, error=str(exc))
         raise DatabaseUnavailable() from exc
     log.info(
         f"webhook.{recorded.outcome}",
-        notification_id=notification.id,
-        type=notification.type,
-        grant_id=notification.grant_id,
+        notification_id=event.notification_id,
+        type=event.type,
+        grant_id=event.grant_id,
         event_id=recorded.event_id,
     )
     # Known types by name; any other as "other", so a stream of odd types cannot grow the label set.
@@ -130,6 +118,6 @@ async def receive(request: Request) -> Response:
     if recorded.outcome == "duplicate":
         resources.metrics.inc("mailroom_webhook_duplicates")
     else:
-        attempt = notification.delivery_attempt or 1
+        attempt = event.delivery_attempt or 1
         resources.metrics.inc("mailroom_webhook_delivery_attempts", attempt=str(attempt) if attempt < 4 else "4+")
     return Response(orjson.dumps({"status": recorded.outcome, "event_id": recorded.event_id}), media_type=JSON)

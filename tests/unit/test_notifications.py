@@ -53,8 +53,8 @@ def test_other_types_are_not_processed(type_: str) -> None:
 
 
 def test_message_notification_fields() -> None:
-    parsed = parse_notification(envelope(message(), notification_id="evt_9"), received_at=NOW)
-    assert (parsed.id, parsed.type, parsed.grant_id, parsed.object_id) == (
+    parsed = parse_notification(envelope(message(), notification_id="evt_9"), received_at=NOW).event
+    assert (parsed.notification_id, parsed.type, parsed.grant_id, parsed.object_id) == (
         "evt_9",
         "message.created",
         "grant_1",
@@ -69,14 +69,15 @@ def test_tracking_notification_takes_grant_from_data_and_message_id() -> None:
     payload = envelope({"object": "thread", "message_id": "m_7"}, type="thread.replied")
     payload["data"]["grant_id"] = "grant_9"
     parsed = parse_notification(payload, received_at=NOW)
-    assert (parsed.grant_id, parsed.object_id, parsed.trigger) == ("grant_9", "m_7", None)
+    assert (parsed.event.grant_id, parsed.event.object_id, parsed.trigger) == ("grant_9", "m_7", None)
+    assert parsed.event.status == "ignored"
 
 
 @pytest.mark.parametrize("value", [None, "yesterday", True, [], 10**20])
 def test_unreadable_time_falls_back_to_receipt(value: object) -> None:
     payload = envelope(message())
     payload["time"] = value
-    assert parse_notification(payload, received_at=NOW).notified_at == NOW
+    assert parse_notification(payload, received_at=NOW).event.notified_at == NOW
 
 
 @pytest.mark.parametrize(
