@@ -128,3 +128,13 @@ def test_sql_is_written_only_in_db() -> None:
             # `from sqlalchemy.engine import make_url` also records the bare module name
             used -= {"sqlalchemy.engine", "sqlalchemy.exc"}
             assert not used, (module, used)
+
+
+def test_nothing_imports_a_test_module() -> None:
+    """Helpers live in tests/harness.py, helpers.py, commands.py and notifications.py; the product and the benchmark
+    import nothing from tests/, and no test imports another test module."""
+    for package in ("core", "mailroom", "service", "jobs", "db", "bench"):
+        for module, names in imports_of(package).items():
+            assert not {n for n in names if n.split(".")[0] == "tests"}, module
+    for module, names in imports_of("tests").items():
+        assert not {n for n in names if n.startswith(("tests.test_", "tests.conftest", "tests.unit.test_"))}, module
