@@ -14,7 +14,7 @@ from db import actions, stage_runs
 from db.models import Action, Email
 from db.states import ActionStatus, PipelineState, Stage, StageRunStatus
 from db.uow import unit_of_work
-from jobs import email_stages
+from jobs import chain, email_stages
 from jobs.classifier import EmailView
 from jobs.context import JobContext
 from jobs.errors import PermanentError, Throttled
@@ -22,6 +22,11 @@ from jobs.grant_calls import throttled
 from jobs.message_columns import view_source
 from jobs.nylas_client import METADATA_KEY
 from jobs.policy import NOT_REPEATABLE, decide
+
+
+async def act(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:
+    """Job: the act stage."""
+    return await chain.run_as_job(ctx, act_stage, Stage.ACT, email_id, force)
 
 
 async def act_stage(call: email_stages.StageCall) -> str:

@@ -1,4 +1,4 @@
-"""An email's chain, process -> classify -> act, and the jobs of its later stages.
+"""An email's chain, process -> classify -> act: how a stage's job runs it and carries the chain on.
 
 The stage after a successful one runs at once in the same job while the job has time (`MAILROOM_CHAIN_INLINE`):
 a queued job per stage costs about eight Redis round trips and a trip through arq's poll, for work that is a few
@@ -17,32 +17,20 @@ import structlog
 from arq import Retry
 
 from jobs import arq_storage
-from jobs.act_on_email import act_stage
-from jobs.classify_email import classify_stage
 from jobs.context import JobContext
 from jobs.email_stages import StageBody, StageCall
 from jobs.enqueue import enqueue_stage, stage_job_id
 
 log = structlog.get_logger(__name__)
-STAGES: dict[str, StageBody] = {"classify": classify_stage, "act": act_stage}
 NEXT = {"classify": "act", "act": "done"}
 # Inline stages start only in the first quarter of the job's time, so the job ends well inside its timeout.
 INLINE_SHARE = 0.25
 
 
-async def classify(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:
-    """Job: the classify stage, then the rest of the chain."""
-    return await _stage_job(ctx, "classify", email_id, force)
-
-
-async def act(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:
-    """Job: the act stage."""
-    return await _stage_job(ctx, "act", email_id, force)
-
-
-async def _stage_job(ctx: dict[str, Any], stage: str, email_id: int, force: bool) -> str:
+async def run_as_job(ctx: dict[str, Any], body: StageBody, stage: str, email_id: int, force: bool) -> str:
+    """A stage's job (classify_email.classify, act_on_email.act): the stage, then the rest of the chain."""
     started = time.monotonic()
-    outcome = await STAGES[stage](StageCall(JobContext.from_ctx(ctx), email_id, ctx.get("job_id"), force))
+    outcome = await body(StageCall(JobContext.from_ctx(ctx), email_id, ctx.get("job_id"), force))
     if outcome == "succeeded":
         await carry_on(ctx, NEXT[stage], email_id, started=started)
     return outcome
@@ -52,7 +40,7 @@ async def carry_on(ctx: dict[str, Any], stage: str, email_id: int, *, started: f
     """Run `stage` and the ones after it here while there is time; queue whatever is left."""
     jc = JobContext.from_ctx(ctx)
     budget = jc.settings.job_timeout * INLINE_SHARE
-    while stage in STAGES:
+    while stage in jc.stages:
         if not jc.settings.chain_inline or time.monotonic() - started > budget:
             await enqueue_stage(jc.queue, stage, email_id)
             return
@@ -64,7 +52,7 @@ async def carry_on(ctx: dict[str, Any], stage: str, email_id: int, *, started: f
             # so neither arq nor another inline run starts the stage beside this one.
             return
         try:
-            outcome = await STAGES[stage](StageCall(jc, email_id, ctx.get("job_id")))
+            outcome = await jc.stages[stage](StageCall(jc, email_id, ctx.get("job_id")))
         except Retry as retry:
             # The stage recorded its failed try; its retry is its own job, not a re-run of the job we are in.
             await enqueue_stage(jc.queue, stage, email_id, defer_ms=retry.defer_score)

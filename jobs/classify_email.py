@@ -1,13 +1,19 @@
-"""The classify stage: run the configured classifier on a stored email (its job and what follows: jobs/chain.py)."""
+"""The classify stage: run the configured classifier on a stored email, as its own job or inline (jobs/chain.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from db.states import PipelineState, Stage
-from jobs import email_stages
+from jobs import chain, email_stages
 from jobs.classifier import EmailView
 from jobs.message_columns import view_source
+
+
+async def classify(ctx: dict[str, Any], email_id: int, force: bool = False) -> str:
+    """Job: the classify stage, then the rest of the chain."""
+    return await chain.run_as_job(ctx, classify_stage, Stage.CLASSIFY, email_id, force)
 
 
 async def classify_stage(call: email_stages.StageCall) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -16,6 +17,9 @@ from jobs.message_fetch import Fetcher
 from jobs.nylas_client import NylasGateway
 from jobs.rules import RulesConfig
 from jobs.throttle import GrantThrottle
+
+if TYPE_CHECKING:
+    from jobs.email_stages import StageBody
 
 CTX_KEY = "jobctx"
 
@@ -33,6 +37,8 @@ class JobContext:
     classifier: Classifier
     metrics: Metrics
     heartbeat: Heartbeat
+    # The email stages by name, for the chain to run the next one inline (the worker composes them).
+    stages: Mapping[str, StageBody]
 
     @classmethod
     def from_ctx(cls, ctx: dict[str, Any]) -> JobContext:

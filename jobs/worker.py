@@ -17,10 +17,12 @@ from redis.exceptions import RedisError
 from core.metrics import Metrics
 from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker
+from db.states import Stage
 from jobs import arguments, enqueue
+from jobs.act_on_email import act, act_stage
 from jobs.arguments import checked
-from jobs.chain import act, classify
 from jobs.classifier import build_classifier
+from jobs.classify_email import classify, classify_stage
 from jobs.context import CTX_KEY, JobContext
 from jobs.cron import retention_cron, sweep_cron, sync_cron
 from jobs.heartbeat import Heartbeat
@@ -80,6 +82,7 @@ def build_context(settings: Settings, queue: ArqRedis, *, application_name: str 
         classifier=build_classifier(settings.classifier, rules),
         metrics=metrics,
         heartbeat=Heartbeat(queue, settings.queue_name, concurrency=settings.worker_concurrency),
+        stages={Stage.CLASSIFY: classify_stage, Stage.ACT: act_stage},
     )
 
 
