@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from db.models import Email, WebhookEvent
 from db.states import EventStatus, PipelineState, Stage
@@ -46,14 +47,9 @@ def _event_query(f: ReplayFilter) -> Select[int]:
     conditions: list[ColumnElement[bool]] = [WebhookEvent.status.in_(statuses)]
     if f.event_ids:
         conditions.append(WebhookEvent.id.in_(f.event_ids))
-    if f.grant_id:
-        conditions.append(WebhookEvent.grant_id == f.grant_id)
-    if f.since:
-        conditions.append(WebhookEvent.updated_at >= f.since)
-    if f.until:
-        conditions.append(WebhookEvent.updated_at < f.until)
-    if f.error_contains:
-        conditions.append(WebhookEvent.last_error.icontains(f.error_contains, autoescape=True))
+    conditions += _common(
+        f, grant_id=WebhookEvent.grant_id, changed_at=WebhookEvent.updated_at, error=WebhookEvent.last_error
+    )
     return select(WebhookEvent.id).where(*conditions).order_by(WebhookEvent.id)
 
 
@@ -68,15 +64,28 @@ def _email_query(f: ReplayFilter) -> Select[int, str]:
         conditions.append(Email.id.in_(f.email_ids))
     if f.stage in (Stage.CLASSIFY, Stage.ACT) and not f.force:
         conditions.append(Email.pipeline_state == f.stage)
-    if f.grant_id:
-        conditions.append(Email.grant_id == f.grant_id)
-    if f.since:
-        conditions.append(Email.pipeline_updated_at >= f.since)
-    if f.until:
-        conditions.append(Email.pipeline_updated_at < f.until)
-    if f.error_contains:
-        conditions.append(Email.last_error.icontains(f.error_contains, autoescape=True))
+    conditions += _common(f, grant_id=Email.grant_id, changed_at=Email.pipeline_updated_at, error=Email.last_error)
     return select(Email.id, Email.pipeline_state).where(*conditions).order_by(Email.id)
+
+
+def _common(
+    f: ReplayFilter,
+    *,
+    grant_id: InstrumentedAttribute[str | None] | InstrumentedAttribute[str],
+    changed_at: InstrumentedAttribute[datetime],
+    error: InstrumentedAttribute[str | None],
+) -> list[ColumnElement[bool]]:
+    """The filters events and emails share (grant, time window, error text), on each table's own columns."""
+    conditions: list[ColumnElement[bool]] = []
+    if f.grant_id:
+        conditions.append(grant_id == f.grant_id)
+    if f.since:
+        conditions.append(changed_at >= f.since)
+    if f.until:
+        conditions.append(changed_at < f.until)
+    if f.error_contains:
+        conditions.append(error.icontains(f.error_contains, autoescape=True))
+    return conditions
 
 
 async def plan(session: AsyncSession, f: ReplayFilter) -> ReplayPlan:

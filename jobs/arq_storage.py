@@ -25,8 +25,6 @@ from arq.jobs import Job, serialize_job
 from arq.utils import timestamp_ms
 
 WRITTEN_FOR = "0.28.0"
-# How long a job's key outlives its due time (arq's own margin), so a job nobody runs does not stay forever.
-EXPIRES_EXTRA_MS = expires_extra_ms
 
 
 def serialize(value: Any) -> bytes:
@@ -96,7 +94,8 @@ class ManyEnqueuer:
         if not jobs:
             return 0
         score = timestamp_ms() + max(0, defer_ms)
-        ttl = EXPIRES_EXTRA_MS + max(0, defer_ms)
+        # A job's key outlives its due time by arq's own margin, so a job nobody runs does not stay forever.
+        ttl = expires_extra_ms + max(0, defer_ms)
         args: list[str | bytes | int] = []
         for job in jobs:
             payload = serialize_job(job.function, job.args, {}, None, score, serializer=serialize)

@@ -84,7 +84,8 @@ async def enqueue_sync_grant(
 
 async def batched_event_ids(queue: ArqRedis) -> set[int]:
     """Events a live `process_events` job holds (queued, deferred or running): the sweeper leaves those alone."""
-    batches = [j for j in await arq_storage.queued_ids(queue, queue.default_queue_name) if j.startswith(PROCESS_EVENTS)]
+    prefix = PROCESS_EVENTS + ":"
+    batches = [j for j in await arq_storage.queued_ids(queue, queue.default_queue_name) if j.startswith(prefix)]
     return {event_id for (event_ids,) in await arq_storage.args_of(queue, batches) for event_id in event_ids}
 
 

@@ -124,15 +124,15 @@ async def record_failure(jc: JobContext, failed: FailedTry, exc: Exception) -> V
                 await failed.failed(session, failure, dead=failure.verdict is Verdict.DEAD)
                 await finish_failed_run(session, failed.run_id, failure)
     # Log names as before the two recorders were one: `event.*` for notifications, `stage.*` for emails' stages.
-    name = ("event." if failed.stage == "process" else "stage.") + failure.verdict.value
+    prefix = "event." if failed.stage == "process" else "stage."
     if failure.verdict is Verdict.RETRY:
         failed.log.warning(
-            name.replace("retry", "retrying"),
+            prefix + "retrying",
             error=failure.error,
             attempt=failed.attempt,
             defer_s=round(failure.delay, 3),
         )
         raise Retry(defer=failure.delay) from exc
     level = failed.log.error if failure.verdict is Verdict.DEAD else failed.log.warning
-    level(name, error=failure.error, attempt=failed.attempt)
+    level(prefix + failure.verdict.value, error=failure.error, attempt=failed.attempt)
     return failure.verdict
