@@ -234,6 +234,25 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
     return Worker(**options)
 
 
+async def close_worker(worker: Worker) -> None:
+    """Stop a worker (if it still runs) and release what it holds, even with jobs in flight.
+
+    arq's `Worker.close` cancels the jobs in flight and then awaits them without `return_exceptions`: a job cancelled
+    before its own error handling began (between taking the job and calling its function) re-raises CancelledError
+    out of `close`, which then skips `on_shutdown` (the pump, the heartbeat, our engine) and its Redis pool's close,
+    leaving the pump claiming events for a worker that is gone. Cancelling and reaping the jobs first makes the
+    close complete. arq puts a cancelled job back on the queue (or the sweeper finds its work).
+    """
+    if worker.main_task is not None and not worker.main_task.done():
+        worker.main_task.cancel()  # take no new jobs while the running ones are reaped
+    in_flight = list(worker.tasks.values())
+    for task in in_flight:
+        task.cancel()
+    await asyncio.gather(*in_flight, return_exceptions=True)
+    worker.tasks.clear()
+    await worker.close()
+
+
 class ResilientWorker:
     """An arq worker that outlives a Redis outage.
 
@@ -264,7 +283,7 @@ class ResilientWorker:
                 log.warning("worker.redis_lost", error=f"{type(exc).__name__}: {exc}", restart_in_s=1)
             # Its jobs were cancelled with its loop; arq runs them again (or the sweeper finds their work).
             with contextlib.suppress(RedisError, OSError, RuntimeError):
-                await worker.close()
+                await close_worker(worker)
             self.restarts += 1
             await asyncio.sleep(1)
 
@@ -275,4 +294,4 @@ class ResilientWorker:
         self._closing = True
         if self._current is not None:
             with contextlib.suppress(RedisError, OSError):
-                await self._current.close()
+                await close_worker(self._current)

@@ -19,7 +19,7 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import make_url
 
 from core.settings import Settings
-from jobs.worker import create_worker
+from jobs.worker import close_worker, create_worker
 from mailroom.fake_nylas import API_KEY
 from service.app import create_app
 from tests import notifications
@@ -114,7 +114,7 @@ async def drain(settings: Settings, **overrides: Any) -> None:
     try:
         await worker.async_run()
     finally:
-        await worker.close()
+        await close_worker(worker)
 
 
 async def poll_until(predicate: Callable[[], object], *, what: str, within: float = 10.0) -> None:

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.settings import Settings
-from jobs.worker import create_worker
+from jobs.worker import close_worker, create_worker
 from mailroom.fake_nylas import FakeNylas
 from tests import helpers
 from tests.commands import MAILROOM, cli_env
@@ -61,8 +61,7 @@ async def test_killed_worker_batch_completes_on_another_worker(
             await asyncio.sleep(0.1)
         recovered_in = time.monotonic() - killed_at
     finally:
-        await survivor.close()
-        task.cancel()
+        await close_worker(survivor)
         await asyncio.gather(task, return_exceptions=True)
 
     assert recovered_in < RECOVERY_BOUND + 2

@@ -20,7 +20,7 @@ from core.settings import Settings
 from db.models import CronRun, StageRun
 from jobs.cron import run_once, sweep_cron
 from jobs.sync import sync_recent_emails
-from jobs.worker import build_context, close_context, create_worker
+from jobs.worker import build_context, close_context, close_worker, create_worker
 from mailroom.fake_nylas import FakeNylas
 from tests import helpers
 from tests.commands import mailroom
@@ -157,9 +157,7 @@ async def test_two_workers_run_each_cron_tick_once(
             await asyncio.sleep(0.1)
     finally:
         for worker in workers:
-            await worker.close()
-        for task in tasks:
-            task.cancel()
+            await close_worker(worker)
         await asyncio.gather(*tasks, return_exceptions=True)
     elapsed = time.time() - started
 
