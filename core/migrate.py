@@ -21,19 +21,20 @@ from db.engine import create_engine, ping
 log = structlog.get_logger(__name__)
 
 
-def alembic_config(database_url: str) -> Config:
+def alembic_config(database_url: str, *, pgbouncer: bool = False) -> Config:
     config = Config()
+    config.attributes["pgbouncer"] = pgbouncer  # read by migrations/env.py
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
     # ConfigParser interpolation: a literal % in a password must be doubled.
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
 
 
-def wait_for_database(database_url: str, *, seconds: float) -> None:
+def wait_for_database(database_url: str, *, seconds: float, pgbouncer: bool = False) -> None:
     """Block until PostgreSQL accepts a connection (containers start in any order), or raise after `seconds`."""
 
     async def attempt() -> None:
-        engine = create_engine(database_url, pool_size=1, max_overflow=0, connect_timeout=2.0)
+        engine = create_engine(database_url, pool_size=1, max_overflow=0, connect_timeout=2.0, pgbouncer=pgbouncer)
         try:
             await ping(engine)
         finally:
@@ -58,9 +59,9 @@ def wait_for_database(database_url: str, *, seconds: float) -> None:
             time.sleep(1.0)
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def upgrade(database_url: str, revision: str = "head", *, pgbouncer: bool = False) -> None:
     """Blocking (Alembic runs its own event loop): call it from a thread or before the app's loop starts."""
-    command.upgrade(alembic_config(database_url), revision)
+    command.upgrade(alembic_config(database_url, pgbouncer=pgbouncer), revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:

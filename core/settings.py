@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     ingest_writers: int = Field(default=2, gt=0)
     ingest_max_batch: int = Field(default=200, gt=0)
 
+    # PostgreSQL reached through PgBouncer in transaction pooling mode: no prepared-statement cache, no LISTEN (the
+    # batch worker polls), and migrations through MAILROOM_MIGRATIONS_DATABASE_URL when that is set (a direct URL).
+    database_pgbouncer: bool = False
+    migrations_database_url: str | None = None
+
     # Database pool.
     db_pool_size: int = Field(default=10, gt=0)
     db_max_overflow: int = Field(default=10, ge=0)
@@ -141,7 +146,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{len(value)} secrets; at most {MAX_WEBHOOK_SECRETS} (rotation needs two)")
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "migrations_database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -185,6 +190,15 @@ class Settings(BaseSettings):
             raise ValueError("expected https://api.us.nylas.com (or https://api.eu.nylas.com)")
         _check_port(parts)
         return value
+
+    @property
+    def migrations_url(self) -> str | None:
+        """Where migrations run: a direct connection when one is given (DDL and Alembic's session need no pooler)."""
+        return self.migrations_database_url or self.database_url
+
+    @property
+    def migrations_through_pgbouncer(self) -> bool:
+        return self.database_pgbouncer and self.migrations_database_url is None
 
     @property
     def uses_embedded(self) -> bool:

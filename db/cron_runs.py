@@ -1,5 +1,5 @@
 """Repository for ``cron_runs``: a tick is claimed once, by whichever worker inserts it first; a job's runs never
-overlap (an advisory lock held for the run)."""
+overlap (a transaction-scoped advisory lock held for the run)."""
 
 from __future__ import annotations
 
@@ -52,15 +52,13 @@ async def latest(session: AsyncSession) -> list[dict[str, Any]]:
 
 @asynccontextmanager
 async def exclusive(engine: AsyncEngine, name: str) -> AsyncIterator[bool]:
-    """Hold the job's lock for the block, on a connection of its own: yields False when another run holds it."""
+    """Hold the job's lock for the block: yields False when another run holds it.
+
+    A transaction-scoped lock in a transaction held open for the run, so it is safe behind PgBouncer in transaction
+    pooling mode (a session lock would stay on whichever server connection took it, and its unlock could run on
+    another); it ends with the transaction, or with the connection if the worker dies.
+    """
     key = zlib.crc32(f"mailroom:cron:{name}".encode())
     with translate_errors():
-        async with engine.connect() as connection:
-            locked = bool(await connection.scalar(select(func.pg_try_advisory_lock(key))))
-            await connection.commit()
-            try:
-                yield locked
-            finally:
-                if locked:
-                    await connection.scalar(select(func.pg_advisory_unlock(key)))
-                    await connection.commit()
+        async with engine.connect() as connection, connection.begin():
+            yield bool(await connection.scalar(select(func.pg_try_advisory_xact_lock(key))))

@@ -184,6 +184,10 @@ class Pump:
     async def _listen(self) -> None:
         """A connection of its own for LISTEN (a pooled one would be handed to other work)."""
         assert self._settings.database_url is not None
+        if self._settings.database_pgbouncer:
+            # In transaction pooling a LISTEN stays on a server connection that others then borrow: never woken.
+            log.info("batch.listen_skipped", reason="pgbouncer", poll_s=self._settings.worker_poll_delay)
+            return
         try:
             self._listener = await webhook_events.listen_waiting(
                 self._settings.database_url, self._notified, connect_timeout=self._settings.db_connect_timeout

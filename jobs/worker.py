@@ -54,6 +54,7 @@ def build_context(settings: Settings, queue: ArqRedis, *, application_name: str 
         max_overflow=settings.db_max_overflow,
         connect_timeout=settings.db_connect_timeout,
         application_name=application_name,
+        pgbouncer=settings.database_pgbouncer,
     )
     rules = load_rules(settings.rules_file)
     metrics = Metrics(queue)

@@ -79,13 +79,19 @@ def _with_dev_fake_nylas(settings: Settings) -> Settings:
     )
 
 
-def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+def migrate_database(settings: Settings, revision: str = "head") -> None:
+    """Wait for PostgreSQL, then upgrade it, over the migrations URL when one is set (a direct one, past PgBouncer)."""
     from core import migrate
 
+    url, pgbouncer = settings.migrations_url, settings.migrations_through_pgbouncer
+    assert url is not None
+    migrate.wait_for_database(url, seconds=settings.startup_wait_seconds, pgbouncer=pgbouncer)
+    migrate.upgrade(url, revision, pgbouncer=pgbouncer)
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     with resolved(settings, need_redis=False) as final:
-        assert final.database_url is not None
-        migrate.wait_for_database(final.database_url, seconds=final.startup_wait_seconds)
-        migrate.upgrade(final.database_url, args.revision)
+        migrate_database(final, args.revision)
     return 0
 
 
@@ -131,7 +137,6 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    from core import migrate
     from mailroom import dev
 
     run = dev_run.DevRun(settings.data_dir)
@@ -142,9 +147,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     fake = dev.start_fake_nylas() if args.fake_nylas else None
     try:
         with resolved(settings) as final:
-            assert final.database_url is not None
-            migrate.wait_for_database(final.database_url, seconds=final.startup_wait_seconds)
-            migrate.upgrade(final.database_url)
+            migrate_database(final)
             final, notes = dev.prepare(final, fake=fake)
             run.publish(
                 dev_run.DevInfo(

@@ -34,7 +34,12 @@ async def connections(
     """A queue client and a small database pool for one operator command."""
     assert settings.redis_url is not None and settings.database_url is not None
     queue = open_queue(settings.redis_url, timeout=settings.redis_timeout, queue_name=settings.queue_name)
-    engine = create_engine(settings.database_url, pool_size=1, application_name=f"mailroom-{name}")
+    engine = create_engine(
+        settings.database_url,
+        pool_size=1,
+        application_name=f"mailroom-{name}",
+        pgbouncer=settings.database_pgbouncer,
+    )
     try:
         yield queue, create_sessionmaker(engine)
     finally:

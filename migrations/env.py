@@ -29,7 +29,13 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_engine(_url(), pool_size=1, max_overflow=0, application_name="mailroom-migrate")
+    engine = create_engine(
+        _url(),
+        pool_size=1,
+        max_overflow=0,
+        application_name="mailroom-migrate",
+        pgbouncer=bool(config.attributes.get("pgbouncer")),
+    )
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

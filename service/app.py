@@ -35,6 +35,7 @@ def create_app(settings: Settings) -> Starlette:
             max_overflow=settings.db_max_overflow,
             connect_timeout=settings.db_connect_timeout,
             application_name="mailroom-api",
+            pgbouncer=settings.database_pgbouncer,
         )
         queue = open_queue(redis_url, timeout=settings.redis_timeout, queue_name=settings.queue_name)
         sessionmaker = create_sessionmaker(engine)

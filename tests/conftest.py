@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 from arq.connections import ArqRedis
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -26,6 +25,7 @@ from db.engine import create_engine, create_sessionmaker
 from jobs.enqueue import open_queue
 from mailroom import embedded
 from mailroom.fake_nylas import FakeNylas, FakeNylasServer
+from tests import helpers
 from tests.harness import (
     Servers,
     api_in_process,
@@ -102,13 +102,14 @@ async def redis(servers: Servers) -> AsyncIterator[ArqRedis]:
 
 @pytest.fixture
 async def settings(
-    database_url: str, servers: Servers, engine: AsyncEngine, redis: ArqRedis, fake_nylas_server: FakeNylasServer
+    database_url: str,
+    servers: Servers,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: ArqRedis,
+    fake_nylas_server: FakeNylasServer,
 ) -> Settings:
     """Settings for one test, on empty tables and an empty Redis database."""
-    async with engine.begin() as connection:
-        await connection.execute(
-            text("TRUNCATE webhook_events, emails, grants, stage_runs, actions, cron_runs RESTART IDENTITY CASCADE")
-        )
+    await helpers.truncate_all(sessionmaker)
     return make_settings(database_url=database_url, redis_url=servers.redis_url, nylas_api_uri=fake_nylas_server.url)
 
 

@@ -38,6 +38,14 @@ async def until_answering(client: httpx.AsyncClient, path: str, *, within: float
         await asyncio.sleep(0.05)
 
 
+async def truncate_all(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """Empty tables, as a test starts from."""
+    async with sessionmaker.begin() as session:
+        await session.execute(
+            text("TRUNCATE webhook_events, emails, grants, stage_runs, actions, cron_runs RESTART IDENTITY CASCADE")
+        )
+
+
 async def events(sessionmaker: async_sessionmaker[AsyncSession]) -> list[WebhookEvent]:
     async with sessionmaker() as session:
         return list((await session.execute(select(WebhookEvent).order_by(WebhookEvent.id))).scalars())

@@ -1,0 +1,171 @@
+"""Behind PgBouncer in transaction pooling mode (MAILROOM_DATABASE_PGBOUNCER=true): webhooks become fetched,
+classified, acted-upon email, the cron ticks once across two workers and keeps ticking, the sweeper and replay
+work, and neither PostgreSQL nor PgBouncer logs an error."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+from arq.connections import ArqRedis
+from arq.cron import cron
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.settings import Settings
+from db.engine import create_engine, create_sessionmaker
+from db.models import CronRun
+from jobs.cron import sweep_cron
+from jobs.worker import close_worker, create_worker
+from mailroom.fake_nylas import FakeNylas, FakeNylasServer
+from tests import helpers
+from tests.commands import mailroom
+from tests.harness import Servers, api_in_process, drain, make_settings
+from tests.notifications import envelope, message, post, truncated
+from tests.servers import PgBouncer, TcpPostgres, pgbouncer, tcp_postgres
+
+pytestmark = pytest.mark.slow
+
+SERVER_CONNECTIONS = 2
+
+
+@pytest.fixture(scope="module")
+def bounced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TcpPostgres, PgBouncer]]:
+    with (
+        tcp_postgres(tmp_path_factory.mktemp("behind-pgbouncer")) as backend,
+        pgbouncer(backend, pool_size=SERVER_CONNECTIONS) as bouncer,
+    ):
+        yield backend, bouncer
+
+
+@pytest.fixture
+def through_pgbouncer(
+    bounced: tuple[TcpPostgres, PgBouncer], servers: Servers, redis: ArqRedis, fake_nylas_server: FakeNylasServer
+) -> Settings:
+    backend, bouncer = bounced
+    return make_settings(
+        database_url=bouncer.url,
+        database_pgbouncer=True,
+        migrations_database_url=backend.url,
+        redis_url=servers.redis_url,
+        nylas_api_uri=fake_nylas_server.url,
+        db_pool_size=4,
+    )
+
+
+@pytest.fixture
+async def bounced_sessions(through_pgbouncer: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    code, _, err = await mailroom(through_pgbouncer, "migrate")
+    assert code == 0, err
+    assert through_pgbouncer.database_url is not None
+    engine = create_engine(through_pgbouncer.database_url, pool_size=2, pgbouncer=True)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+async def test_the_rig_shares_few_server_connections_among_many_clients(
+    bounced: tuple[TcpPostgres, PgBouncer],
+) -> None:
+    """What makes this PgBouncer a test of transaction pooling: four clients, two server connections."""
+    _, bouncer = bounced
+    clients = [await asyncpg.connect(bouncer.url, statement_cache_size=0) for _ in range(4)]
+    try:
+        pids = {await client.fetchval("SELECT pg_backend_pid()") for client in clients}
+    finally:
+        for client in clients:
+            await client.close()
+    assert len(pids) <= SERVER_CONNECTIONS
+
+
+async def test_webhooks_to_actions_sweep_and_replay_behind_pgbouncer(
+    through_pgbouncer: Settings,
+    bounced: tuple[TcpPostgres, PgBouncer],
+    bounced_sessions: async_sessionmaker[AsyncSession],
+    fake_nylas: FakeNylas,
+    redis: ArqRedis,
+) -> None:
+    settings, sessionmaker = through_pgbouncer, bounced_sessions
+    backend, bouncer = bounced
+    await helpers.truncate_all(sessionmaker)
+    fetched = [message(grant_id=f"grant_{n % 2}", message_id=f"long{n}", subject=f"Urgent {n}") for n in range(6)]
+    complete = [message(grant_id=f"grant_{n % 2}", message_id=f"short{n}", subject=f"Urgent {n}") for n in range(4)]
+    for each in fetched + complete:
+        fake_nylas.add_message(each)
+    fake_nylas.add_message(message(message_id="flaky", subject="fails until replayed"))
+    fake_nylas.fail(503, times=3, path_contains="/messages/flaky")
+
+    async with api_in_process(settings) as client:
+        for each in fetched:
+            await post(client, envelope(truncated(each), type="message.created.truncated"))
+        for each in complete:
+            await post(client, envelope(each))
+        flaky = await post(client, envelope(truncated(message(message_id="flaky")), type="message.created.truncated"))
+        checks = (await client.get("/readyz")).json()["checks"]
+        assert (checks["database"], checks["schema"]) == ("ok", "ok")
+    await drain(settings)
+
+    emails = await helpers.emails(sessionmaker)
+    assert len(emails) == 10
+    assert {e.pipeline_state for e in emails} == {"done"}, "classified and acted upon"
+    assert all(fake_nylas.messages[(m["grant_id"], m["id"])]["starred"] for m in fetched + complete), "urgent: starred"
+    assert [e.status for e in await helpers.events(sessionmaker)].count("dead") == 1
+
+    code, out, err = await mailroom(settings, "replay", "--event", str(flaky.json()["event_id"]))
+    assert code == 0 and "replayed 1 events" in out, err
+    await drain(settings)
+    assert {e.message_id for e in await helpers.emails(sessionmaker)} >= {"flaky"}
+
+    # Stored while Redis was unreachable, with a job per event (no batch claim): the sweeper finds it.
+    per_event = settings.model_copy(update={"batch_worker": False})
+    async with api_in_process(per_event.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})) as client:
+        assert (await post(client, envelope(message(message_id="orphan")))).json()["status"] == "received"
+    swept = await helpers.sweep_now(per_event, redis)
+    assert swept["events_requeued"] == 1, swept
+    await drain(per_event)
+    assert {e.status for e in await helpers.events(sessionmaker)} == {"processed"}
+    assert len(await helpers.emails(sessionmaker)) == 12
+
+    assert backend.errors() == []
+    assert bouncer.errors() == []
+
+
+async def test_two_workers_tick_each_cron_once_and_keep_ticking_behind_pgbouncer(
+    through_pgbouncer: Settings,
+    bounced: tuple[TcpPostgres, PgBouncer],
+    bounced_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A session-level advisory lock stays on whichever server connection took it and its unlock may run on
+    another: the next tick would find it held and skip, and the ticks would stop."""
+    settings, sessionmaker = through_pgbouncer, bounced_sessions
+    backend, bouncer = bounced
+    await helpers.truncate_all(sessionmaker)
+    every_second = [cron(sweep_cron, name="cron:sweep", second=set(range(60)), run_at_startup=False)]
+    workers = [create_worker(settings, handle_signals=False, cron_jobs=every_second, poll_delay=0.05) for _ in "ab"]
+    tasks = [asyncio.create_task(w.async_run()) for w in workers]
+
+    async def ticks() -> list[CronRun]:
+        async with sessionmaker() as session:
+            return list((await session.execute(select(CronRun).order_by(CronRun.tick_at))).scalars())
+
+    try:
+        deadline = time.monotonic() + 20
+        while len(runs := await ticks()) < 4:
+            assert time.monotonic() < deadline, f"only {len(runs)} ticks in 20 s"
+            await asyncio.sleep(0.1)
+    finally:
+        for worker in workers:
+            await close_worker(worker)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    runs = await ticks()
+    seconds = [run.tick_at.timestamp() for run in runs]
+    assert all(b - a == 1 for a, b in itertools.pairwise(seconds)), "each tick once, none skipped"
+    assert all(run.finished_at is not None and run.error is None for run in runs[:-1])
+    async with sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(CronRun)) == len(runs)
+    assert backend.errors() == []
+    assert bouncer.errors() == []
