@@ -72,7 +72,10 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
     db_connect_timeout: float = Field(default=5.0, gt=0)
 
-    # Redis / queue.
+    # Redis / queue. With sentinels (host:port,…), the master is found through them by name and followed across a
+    # failover; MAILROOM_REDIS_URL then gives only the credentials, database and TLS options (its host is ignored).
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_sentinel_master: str = "mymaster"
     redis_timeout: float = Field(default=2.0, gt=0)
     queue_name: str = "mailroom:queue"
 
@@ -145,6 +148,26 @@ class Settings(BaseSettings):
         if len(value) > MAX_WEBHOOK_SECRETS:
             raise ValueError(f"{len(value)} secrets; at most {MAX_WEBHOOK_SECRETS} (rotation needs two)")
         return value
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{address!r} is not host:port; expected sentinel-1:26379,sentinel-2:26379")
+        return value
+
+    @property
+    def redis_sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [(host, int(port)) for host, _, port in (a.rpartition(":") for a in self.redis_sentinels)]
 
     @field_validator("database_url", "migrations_database_url")
     @classmethod

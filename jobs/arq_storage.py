@@ -45,14 +45,8 @@ def _fallback(value: object) -> object:
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
-def open_queue(redis_url: str, *, timeout: float, queue_name: str) -> ArqRedis:
-    """An arq client that connects lazily, so the API starts (and keeps answering) while Redis is down."""
-    redis: ArqRedis = ArqRedis.from_url(
-        redis_url,
-        socket_connect_timeout=timeout,
-        socket_timeout=timeout,
-        health_check_interval=30,
-    )
+def as_queue(redis: ArqRedis, *, queue_name: str) -> ArqRedis:
+    """An arq client speaking our job format on our queue."""
     redis.job_serializer = serialize
     redis.job_deserializer = deserialize
     redis.default_queue_name = queue_name

@@ -11,9 +11,16 @@ from arq.connections import ArqRedis
 from arq.jobs import Job
 
 from jobs import arq_storage
-from jobs.arq_storage import ManyEnqueuer, NewJob, deserialize, open_queue, serialize
+from jobs.arq_storage import ManyEnqueuer, NewJob, deserialize, serialize
+from jobs.redis_connection import RedisTarget, open_queue, queue_for
 
-__all__ = ["deserialize", "open_queue", "serialize"]  # the API and the CLI open the queue through here
+__all__ = [
+    "RedisTarget",
+    "deserialize",
+    "open_queue",
+    "queue_for",
+    "serialize",
+]  # the API and the CLI open the queue through here
 
 PROCESS_EVENT = "process_event"
 PROCESS_EVENTS = "process_events"

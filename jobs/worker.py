@@ -31,6 +31,7 @@ from jobs.nylas_client import NylasGateway
 from jobs.process_batch import process_events
 from jobs.process_event import process_event
 from jobs.pump import Pump
+from jobs.redis_connection import RedisTarget, queue_for
 from jobs.rules import load_rules
 from jobs.smoke_task import test_task
 from jobs.sync import sync_grant
@@ -198,12 +199,10 @@ class WorkerSettings:
 
 
 def _redis_settings(settings: Settings) -> RedisSettings:
-    redis_settings = RedisSettings.from_dsn(settings.redis_url or "")
     # Keep trying at start-up instead of crashing: in compose or Kubernetes, Redis may come up after us.
-    redis_settings.conn_retries = max(1, int(settings.startup_wait_seconds))
-    redis_settings.conn_retry_delay = 1
-    redis_settings.conn_timeout = max(1, int(settings.redis_timeout))
-    return redis_settings
+    return RedisTarget.of(settings).arq_settings(
+        timeout=settings.redis_timeout, connect_retries=max(1, int(settings.startup_wait_seconds))
+    )
 
 
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
@@ -231,6 +230,10 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
         # SIGTERM: take no new jobs, let running ones finish for this long, then cancel them (arq re-queues them).
         "job_completion_wait": settings.shutdown_grace_seconds,
     }
+    if settings.redis_sentinels:
+        # arq's own Sentinel pool never closes its connections to the sentinels; ours does (and follows the master
+        # the same way). Without arq's start-up retries, ResilientWorker's restart covers a Redis that is not up yet.
+        options["redis_pool"] = queue_for(settings)
     options.update(overrides)
     return Worker(**options)
 

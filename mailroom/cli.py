@@ -178,11 +178,11 @@ def on_servers(command: AsyncCommand) -> Command:
 
 
 def cmd_enqueue_test(settings: Settings, args: argparse.Namespace) -> int:
-    from jobs.enqueue import enqueue_test_task, open_queue
+    from jobs.enqueue import enqueue_test_task, queue_for
 
     async def run(final: Settings) -> str:
         assert final.redis_url is not None
-        queue = open_queue(final.redis_url, timeout=final.redis_timeout, queue_name=final.queue_name)
+        queue = queue_for(final)
         try:
             job = await enqueue_test_task(queue, args.message)
         finally:
@@ -197,11 +197,11 @@ def cmd_enqueue_test(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_job(settings: Settings, args: argparse.Namespace) -> int:
     from jobs import arq_storage
-    from jobs.enqueue import open_queue
+    from jobs.enqueue import queue_for
 
     async def run(final: Settings) -> dict[str, Any]:
         assert final.redis_url is not None
-        queue = open_queue(final.redis_url, timeout=final.redis_timeout, queue_name=final.queue_name)
+        queue = queue_for(final)
         try:
             return await arq_storage.status(queue, final.queue_name, args.job_id)
         finally:

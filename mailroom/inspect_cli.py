@@ -21,7 +21,7 @@ from db import emails, webhook_events
 from db.engine import create_engine, create_sessionmaker
 from db.uow import read_session, unit_of_work
 from jobs import arq_storage
-from jobs.enqueue import batched_event_ids, open_queue
+from jobs.enqueue import batched_event_ids, queue_for
 from jobs.heartbeat import live_workers
 from jobs.queue_depth import depth as queue_depth
 from jobs.queue_depth import queued_count, queued_jobs
@@ -33,7 +33,7 @@ async def connections(
 ) -> AsyncIterator[tuple[ArqRedis, async_sessionmaker[AsyncSession]]]:
     """A queue client and a small database pool for one operator command."""
     assert settings.redis_url is not None and settings.database_url is not None
-    queue = open_queue(settings.redis_url, timeout=settings.redis_timeout, queue_name=settings.queue_name)
+    queue = queue_for(settings)
     engine = create_engine(
         settings.database_url,
         pool_size=1,

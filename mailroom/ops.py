@@ -15,7 +15,7 @@ from core.problems import CommandError
 from core.settings import Settings
 from db import emails, erasure, webhook_events
 from db.uow import read_session, unit_of_work
-from jobs.enqueue import open_queue
+from jobs.enqueue import queue_for
 from jobs.errors import PermanentError, Throttled, TransientError
 from jobs.replay import ReplayFilter, replay
 from jobs.sync import SyncProgress, default_since, finish, sync_pages
@@ -53,7 +53,7 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
 async def run_sync(settings: Settings, args: argparse.Namespace, out: Console) -> int:
     """The cron's sync for one grant, in the foreground, without a worker; new emails are queued for classify."""
     assert settings.redis_url is not None
-    queue = open_queue(settings.redis_url, timeout=settings.redis_timeout, queue_name=settings.queue_name)
+    queue = queue_for(settings)
     jc = build_context(settings, queue, application_name="mailroom-sync")
     try:
         try:

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from core.metrics import Metrics
 from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker
-from jobs.enqueue import open_queue
+from jobs.enqueue import queue_for
 from service import admin, dashboard, health, nylas_webhook, openapi
 from service.body_limits import BoundedBodies
 from service.errors import ServiceError, handle_redis_error, handle_service_error
@@ -25,7 +25,7 @@ from service.state import AppState, Resources
 def create_app(settings: Settings) -> Starlette:
     if settings.database_url is None or settings.redis_url is None:
         raise ValueError("create_app needs database_url and redis_url (the CLI resolves the embedded defaults)")
-    database_url, redis_url = settings.database_url, settings.redis_url
+    database_url = settings.database_url
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
@@ -37,7 +37,7 @@ def create_app(settings: Settings) -> Starlette:
             application_name="mailroom-api",
             pgbouncer=settings.database_pgbouncer,
         )
-        queue = open_queue(redis_url, timeout=settings.redis_timeout, queue_name=settings.queue_name)
+        queue = queue_for(settings)
         sessionmaker = create_sessionmaker(engine)
         resources = Resources(
             settings=settings,

@@ -32,7 +32,12 @@ def cli_env(settings: Settings) -> dict[str, str]:
         MAILROOM_LOG_FORMAT="json",
         MAILROOM_NYLAS_API_URI=settings.nylas_api_uri,
         MAILROOM_NYLAS_API_KEY=settings.nylas_api_key.get_secret_value(),
+        MAILROOM_DATABASE_PGBOUNCER=str(settings.database_pgbouncer).lower(),
+        MAILROOM_REDIS_SENTINELS=",".join(settings.redis_sentinels),
+        MAILROOM_REDIS_SENTINEL_MASTER=settings.redis_sentinel_master,
     )
+    if settings.migrations_database_url:
+        env["MAILROOM_MIGRATIONS_DATABASE_URL"] = settings.migrations_database_url
     return env
 
 

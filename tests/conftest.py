@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from core import migrate
 from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker
-from jobs.enqueue import open_queue
+from jobs.enqueue import RedisTarget, open_queue
 from mailroom import embedded
 from mailroom.fake_nylas import FakeNylas, FakeNylasServer
 from tests import helpers
@@ -94,7 +94,7 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 @pytest.fixture
 async def redis(servers: Servers) -> AsyncIterator[ArqRedis]:
-    queue = open_queue(servers.redis_url, timeout=5, queue_name="mailroom:test")
+    queue = open_queue(RedisTarget(servers.redis_url), timeout=5, queue_name="mailroom:test")
     await queue.flushdb()
     yield queue
     await queue.aclose()

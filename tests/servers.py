@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,8 +22,8 @@ from tests.helpers import free_port
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)  # platformdirs, on import, when XDG_RUNTIME_DIR is unset
-    import pgserver
-    from pgserver._commands import pg_ctl
+    from pgserver._commands import POSTGRES_BIN_PATH
+    from pgserver.utils import ensure_user_exists
 
 
 def need(program: str) -> str:
@@ -85,22 +84,40 @@ def make_certificates(directory: Path, *, name: str = "ca") -> Certificates:
     return Certificates(directory)
 
 
-class TcpPostgres:
-    """A PostgreSQL of its own (pgserver's binaries) listening on 127.0.0.1 only, with TLS required if asked:
-    then a connection without TLS is refused by pg_hba, so a test that gets in proves it used TLS."""
+def postgres_binaries(*, tls: bool) -> Path:
+    """The machine's PostgreSQL programs (Debian's are built with SSL), else pgserver's (built without it)."""
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    if tls:
+        pytest.skip("PostgreSQL over TLS needs a server built with SSL (Debian: apt-get install postgresql)")
+    return Path(POSTGRES_BIN_PATH)
 
-    def __init__(self, directory: Path, *, tls: Certificates | None = None) -> None:
-        self.pgdata = directory.resolve() / "pg"
-        self._server: Any = pgserver.get_server(self.pgdata, cleanup_mode="delete")
-        self._user = self._server.system_user
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._user)
+
+class TcpPostgres:
+    """A PostgreSQL of its own listening on 127.0.0.1 only, with TLS required if asked: then a connection without
+    TLS is refused by pg_hba, so a test that gets in proves it used TLS."""
+
+    def __init__(self, *, tls: Certificates | None = None) -> None:
+        self._bin = postgres_binaries(tls=tls is not None)
+        # PostgreSQL refuses to run as root: as root, run it as a user of its own, in a folder that user owns.
+        self._user = ensure_user_exists("pgserver").pw_name if os.geteuid() == 0 else None
+        self._folder = Path(tempfile.mkdtemp(prefix="mailroom-postgres-"))
+        self._folder.chmod(0o755)
+        self.pgdata = self._folder / "data"
+        self.log = self._folder / "postgres.log"
+        if self._user is not None:
+            shutil.chown(self._folder, self._user)
+        self._run("initdb", "-D", str(self.pgdata), "--auth=trust", "-U", "postgres", "--encoding=utf8")
         if tls is not None:
             self._install_tls(tls)
         self.port = free_port()
-        self.log = self.pgdata / "tcp.log"
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.pgdata}"
-        pg_ctl(["-w", "-o", options, "-l", str(self.log), "start"], pgdata=self.pgdata, user=self._user)
+        options = f"-h 127.0.0.1 -p {self.port} -k {self._folder}"
+        self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-o", options, "-l", str(self.log), "start")
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, program: str, *args: str) -> None:
+        subprocess.run([str(self._bin / program), *args], check=True, capture_output=True, user=self._user)
 
     def _install_tls(self, tls: Certificates) -> None:
         for source, name in ((tls.server_cert, "server.pem"), (tls.server_key, "server.key")):
@@ -108,24 +125,32 @@ class TcpPostgres:
             shutil.copy(source, target)
             target.chmod(0o600)
             if self._user is not None:
-                shutil.chown(target, self._user, self._user)
+                shutil.chown(target, self._user)
         with (self.pgdata / "postgresql.conf").open("a") as conf:
             conf.write("ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n")
         (self.pgdata / "pg_hba.conf").write_text(
             "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n"
         )
 
-    def errors(self) -> list[str]:
-        """ERROR and FATAL lines the server logged: a clean run has none."""
-        return [line for line in self.log.read_text().splitlines() if " ERROR: " in line or " FATAL: " in line]
+    def log_size(self) -> int:
+        return self.log.stat().st_size
+
+    def errors(self, *, after: int = 0) -> list[str]:
+        """ERROR and FATAL lines the server logged (past byte `after`): a clean run has none."""
+        with self.log.open("rb") as log:
+            log.seek(after)
+            lines = log.read().decode(errors="replace").splitlines()
+        return [line for line in lines if " ERROR: " in line or " FATAL: " in line]
 
     def cleanup(self) -> None:
-        self._server.cleanup()
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-m", "fast", "stop")
+        shutil.rmtree(self._folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def tcp_postgres(directory: Path, *, tls: Certificates | None = None) -> Iterator[TcpPostgres]:
-    server = TcpPostgres(directory, tls=tls)
+def tcp_postgres(*, tls: Certificates | None = None) -> Iterator[TcpPostgres]:
+    server = TcpPostgres(tls=tls)
     try:
         yield server
     finally:
@@ -190,3 +215,63 @@ def wait_for_port(port: int, *, what: str, process: subprocess.Popen[bytes], wit
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what} is not listening on {port} after {within} s") from None
             time.sleep(0.05)
+
+
+@dataclass
+class RedisServer:
+    port: int
+    process: subprocess.Popen[bytes]
+    directory: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def redis_server(directory: Path, config: str, *, tls: Certificates | None = None) -> Iterator[RedisServer]:
+    """Debian's redis-server on a free port with `config` added (a password, ACL users, replicaof, …); with
+    `tls`, it speaks only TLS and asks clients for a certificate signed by the same CA."""
+    program = need("redis-server")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    listen = (
+        f"port 0\ntls-port {port}\ntls-cert-file {tls.server_cert}\ntls-key-file {tls.server_key}\n"
+        f"tls-ca-cert-file {tls.ca}\ntls-auth-clients yes\n"
+        if tls is not None
+        else f"port {port}\n"
+    )
+    conf = directory / "redis.conf"
+    conf.write_text(f'bind 127.0.0.1\n{listen}save ""\nappendonly no\ndir {directory}\n{config}\n')
+    with (directory / "redis.log").open("wb") as output:
+        process = subprocess.Popen([program, str(conf)], stdout=output, stderr=subprocess.STDOUT)
+    server = RedisServer(port=port, process=process, directory=directory)
+    try:
+        wait_for_port(port, what="redis-server", process=process)
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def redis_sentinel(directory: Path, *, master_port: int, master: str = "mymaster") -> Iterator[RedisServer]:
+    """One Sentinel watching the master at `master_port` (quorum 1): it fails over within seconds when asked."""
+    program = need("redis-server")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = directory / "sentinel.conf"  # Sentinel rewrites its own file as it learns the topology
+    conf.write_text(
+        f"bind 127.0.0.1\nport {port}\ndir {directory}\n"
+        f"sentinel monitor {master} 127.0.0.1 {master_port} 1\n"
+        f"sentinel down-after-milliseconds {master} 1000\n"
+        f"sentinel failover-timeout {master} 5000\n"
+    )
+    with (directory / "sentinel.log").open("wb") as output:
+        process = subprocess.Popen([program, str(conf), "--sentinel"], stdout=output, stderr=subprocess.STDOUT)
+    server = RedisServer(port=port, process=process, directory=directory)
+    try:
+        wait_for_port(port, what="redis-sentinel", process=process)
+        yield server
+    finally:
+        server.stop()

@@ -36,7 +36,7 @@ SERVER_CONNECTIONS = 2
 @pytest.fixture(scope="module")
 def bounced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TcpPostgres, PgBouncer]]:
     with (
-        tcp_postgres(tmp_path_factory.mktemp("behind-pgbouncer")) as backend,
+        tcp_postgres() as backend,
         pgbouncer(backend, pool_size=SERVER_CONNECTIONS) as bouncer,
     ):
         yield backend, bouncer
@@ -57,10 +57,18 @@ def through_pgbouncer(
     )
 
 
+def logins(bouncer: PgBouncer) -> int:
+    return bouncer.log.read_text().count("login attempt")
+
+
 @pytest.fixture
-async def bounced_sessions(through_pgbouncer: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+async def bounced_sessions(
+    through_pgbouncer: Settings, bounced: tuple[TcpPostgres, PgBouncer]
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    logins_before = logins(bounced[1])
     code, _, err = await mailroom(through_pgbouncer, "migrate")
     assert code == 0, err
+    assert logins(bounced[1]) == logins_before, "migrations take the direct URL, past PgBouncer"
     assert through_pgbouncer.database_url is not None
     engine = create_engine(through_pgbouncer.database_url, pool_size=2, pgbouncer=True)
     yield create_sessionmaker(engine)

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 API_MAY_IMPORT_FROM_JOBS = {
     "jobs.arq_storage",
     "jobs.enqueue",
+    "jobs.redis_connection",
     "jobs.triggers",
     "jobs.queue_depth",
     "jobs.heartbeat",
