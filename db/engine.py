@@ -100,3 +100,12 @@ async def ping(engine: AsyncEngine) -> None:
     """One round trip on a pooled connection: raises when PostgreSQL does not answer."""
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+def open_connections(engine: AsyncEngine) -> int:
+    """Connections the engine's pool holds now, in use or idle."""
+    pool = engine.pool
+    checked_in, checked_out = getattr(pool, "checkedin", None), getattr(pool, "checkedout", None)
+    if checked_in is None or checked_out is None:
+        return 0  # a pool that keeps none (NullPool)
+    return int(checked_in()) + int(checked_out())

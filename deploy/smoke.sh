@@ -13,7 +13,14 @@ export MAILROOM_PUBLISH_PORT=$PORT MAILROOM_PROMETHEUS_PORT=$PROM_PORT
 export MAILROOM_WEBHOOK_SECRETS=smoke-webhook-secret-1 MAILROOM_ADMIN_TOKEN=smoke-admin-token-0001
 export MAILROOM_ACTIONS_DRY_RUN=true POSTGRES_PASSWORD=smoke REDIS_PASSWORD=smoke-redis-password
 
-compose() { "$PC" --profile monitoring -f compose.yaml -p "$PROJECT" "$@"; }
+PROFILES=(--profile monitoring)
+# SMOKE_PGBOUNCER=1: the API and workers reach PostgreSQL through the `pgbouncer` profile's PgBouncer.
+if [ "${SMOKE_PGBOUNCER:-}" = "1" ]; then
+  export MAILROOM_DB_HOST=pgbouncer MAILROOM_DB_PORT=6432 MAILROOM_DATABASE_PGBOUNCER=true
+  PROFILES+=(--profile pgbouncer)
+fi
+
+compose() { "$PC" "${PROFILES[@]}" -f compose.yaml -p "$PROJECT" "$@"; }
 cleanup() {
   echo "--- teardown"
   compose down -v -t 15 >/dev/null 2>&1 || true
@@ -23,6 +30,9 @@ trap cleanup EXIT
 started=$(date +%s)
 echo "--- build"
 podman build -q --format docker -f deploy/Dockerfile -t localhost/mailroom:latest . >/dev/null
+if [ "${SMOKE_PGBOUNCER:-}" = "1" ]; then
+  podman build -q --format docker -t localhost/mailroom-pgbouncer:latest deploy/pgbouncer >/dev/null
+fi
 built=$(date +%s)
 echo "image built in $((built - started)) s: $(podman image inspect localhost/mailroom:latest --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"
 
@@ -57,6 +67,15 @@ while True:
 print(f"prometheus: target {targets[0]['scrapeUrl']} up; sum(mailroom_webhooks_total) = {stored[0]['value'][1]}; "
       f"{len(rules)} alert rules loaded, all evaluating ok")
 PY
+if [ "${SMOKE_PGBOUNCER:-}" = "1" ]; then
+  echo "--- through PgBouncer: its clients and the errors it logged"
+  podman logs "${PROJECT}_pgbouncer_1" 2>&1 | grep -c "login attempt" | sed 's/^/pgbouncer logins: /'
+  errors=$(podman logs "${PROJECT}_pgbouncer_1" 2>&1 | grep -E " (ERROR|FATAL) " || true)
+  if [ -n "$errors" ]; then
+    echo "$errors" | head -5
+    exit 1
+  fi
+fi
 echo "--- worker logs after SIGTERM"
 podman logs --tail 3 "${PROJECT}_worker_1" 2>&1 | cut -c1-200
 echo "smoke test passed in $(( $(date +%s) - started )) s"

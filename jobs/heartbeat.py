@@ -11,6 +11,7 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -39,6 +40,8 @@ class Heartbeat:
         self.current: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        # What the worker holds open and may open (README, Connection budgets), for /metrics.
+        self.connections: Callable[[], dict[str, int]] | None = None
 
     def job_started(self, job_id: str) -> None:
         self.current[job_id] = time.time()
@@ -54,6 +57,7 @@ class Heartbeat:
             "started_at": self._started,
             "concurrency": self._concurrency,
             "jobs": [{"job_id": job_id, "started_at": at} for job_id, at in sorted(self.current.items())],
+            "connections": self.connections() if self.connections is not None else {},
         }
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(self._zset, {self.name: time.time()})

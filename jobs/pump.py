@@ -18,6 +18,7 @@ import collections
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -39,6 +40,40 @@ LISTENING_POLL_S = 1.0
 # Events one worker may hold claimed, per Nylas connection (MAILROOM_NYLAS_CONNECTIONS): enough for fetches to
 # overlap the batches' writes, few enough that a second worker finds work.
 IN_FLIGHT_PER_CONNECTION = 4
+# PostgreSQL out of reach or out of connections: runners try again after a growing pause, up to this long (each try
+# costs the server a refused connection), and the log says so once, then every OUTAGE_REMINDER_S.
+OUTAGE_MAX_PAUSE_S = 5.0
+OUTAGE_REMINDER_S = 60.0
+# A failed LISTEN is tried again this often, not on every idle moment (runners poll meanwhile).
+LISTEN_RETRY_S = 30.0
+
+
+class Outage:
+    """The worker's view of PostgreSQL while it cannot be reached: when it began, when we last said so."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self._said_at = 0.0
+        self._tries = 0
+
+    def failed(self, error: Exception) -> float:
+        """Record a failed try; returns how long to wait before the next one."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since, self._said_at, self._tries = now, now, 0
+            log.warning("worker.database_unavailable", error=f"{type(error).__name__}: {error}", waiting=True)
+        elif now - self._said_at >= OUTAGE_REMINDER_S:
+            self._said_at = now
+            log.warning(
+                "worker.database_unavailable", error=f"{type(error).__name__}: {error}", down_s=now - self.since
+            )
+        self._tries += 1
+        return min(OUTAGE_MAX_PAUSE_S, 0.25 * 2.0**self._tries)
+
+    def answered(self) -> None:
+        if self.since is not None:
+            log.info("worker.database_back", down_s=round(time.monotonic() - self.since, 1))
+            self.since = None
 
 
 class Pump:
@@ -59,6 +94,9 @@ class Pump:
         self._closing = False
         self._runners: list[asyncio.Task[None]] = []
         self._listener: asyncpg.Connection | None = None
+        self._listen_tried_at: float | None = None
+        self._outage = Outage()
+        self._pause = 0.0  # set by a failed claim: how long this pump's runners wait before the next
         self._batches = 0
         self._label = f"batch:{socket.gethostname()}:{os.getpid()}"
 
@@ -105,7 +143,8 @@ class Pump:
                 await self._idle(1.0)
                 continue
             if not claimed:
-                await self._idle(self._listening_poll_s if self._listening() else self._settings.worker_poll_delay)
+                poll = self._listening_poll_s if self.listening else self._settings.worker_poll_delay
+                await self._idle(max(poll, self._pause))
 
     async def _one(self, ctx: dict[str, Any]) -> int:
         """Claim and run one batch; 0 when nothing was waiting."""
@@ -127,7 +166,10 @@ class Pump:
         try:
             claimed, states = await claim(self._jc, take)
         except DatabaseError as exc:
-            log.warning("batch.claim_failed", error=str(exc))
+            self._pause = self._outage.failed(exc)
+        else:
+            self._pause = 0.0
+            self._outage.answered()
         finally:
             self._in_flight -= limit - len(claimed)
         if not claimed:
@@ -158,7 +200,7 @@ class Pump:
         if self._missed or self._closing:
             self._missed = False
             return
-        if not self._listening():
+        if not self.listening and self._may_listen_again():
             await self._listen()
         waiter = asyncio.get_running_loop().create_future()
         self._idle_runners.append(waiter)
@@ -178,7 +220,13 @@ class Pump:
                 return
         self._missed = True
 
-    def _listening(self) -> bool:
+    def _may_listen_again(self) -> bool:
+        tried = self._listen_tried_at
+        return tried is None or time.monotonic() - tried >= LISTEN_RETRY_S
+
+    @property
+    def listening(self) -> bool:
+        """Whether a LISTEN connection wakes the runners (otherwise they poll)."""
         return self._listener is not None and not self._listener.is_closed()
 
     async def _listen(self) -> None:
@@ -188,12 +236,15 @@ class Pump:
             # In transaction pooling a LISTEN stays on a server connection that others then borrow: never woken.
             log.info("batch.listen_skipped", reason="pgbouncer", poll_s=self._settings.worker_poll_delay)
             return
+        first_try = self._listen_tried_at is None
+        self._listen_tried_at = time.monotonic()
         try:
             self._listener = await webhook_events.listen_waiting(
                 self._settings.database_url, self._notified, connect_timeout=self._settings.db_connect_timeout
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            log.warning(
+            # Said once; a later failure is part of an outage the claims report.
+            (log.warning if first_try else log.debug)(
                 "batch.listen_failed", error=f"{type(exc).__name__}: {exc}", poll_s=self._settings.worker_poll_delay
             )
             self._listener = None

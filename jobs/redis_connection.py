@@ -104,3 +104,9 @@ def open_queue(target: RedisTarget, *, timeout: float, queue_name: str) -> ArqRe
 def queue_for(settings: Settings) -> ArqRedis:
     """The queue client of the API and the CLI; the caller closes it (`aclose`)."""
     return open_queue(RedisTarget.of(settings), timeout=settings.redis_timeout, queue_name=settings.queue_name)
+
+
+def open_connections(client: ArqRedis) -> int:
+    """Connections the client's pool holds now, in use or idle (redis-py opens one per concurrent command)."""
+    pool = client.connection_pool
+    return len(getattr(pool, "_available_connections", ())) + len(getattr(pool, "_in_use_connections", ()))

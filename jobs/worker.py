@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import Any, ClassVar
 
 import structlog
@@ -14,9 +15,10 @@ from arq.cron import CronJob, cron
 from arq.worker import Function, func
 from redis.exceptions import RedisError
 
+from core.budgets import postgres_connections
 from core.metrics import Metrics
 from core.settings import Settings
-from db.engine import create_engine, create_sessionmaker
+from db.engine import create_engine, create_sessionmaker, open_connections
 from db.states import Stage
 from jobs import arguments, enqueue
 from jobs.act_on_email import act, act_stage
@@ -32,6 +34,7 @@ from jobs.process_batch import process_events
 from jobs.process_event import process_event
 from jobs.pump import Pump
 from jobs.redis_connection import RedisTarget, queue_for
+from jobs.redis_connection import open_connections as open_redis_connections
 from jobs.rules import load_rules
 from jobs.smoke_task import test_task
 from jobs.sync import sync_grant
@@ -95,14 +98,25 @@ async def close_context(jc: JobContext) -> None:
     await jc.engine.dispose()
 
 
+def connections_of(jc: JobContext, pump: Pump | None) -> dict[str, int]:
+    listening = 1 if pump is not None and pump.listening else 0
+    return {
+        "postgresql": open_connections(jc.engine) + listening,
+        "postgresql_budget": postgres_connections(jc.settings, "worker"),
+        "redis": open_redis_connections(jc.queue),
+    }
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings()
     jc = build_context(settings, ctx["redis"])
+    pump = Pump(jc) if settings.batch_worker else None
+    jc.heartbeat.connections = functools.partial(connections_of, jc, pump)
     jc.metrics.start()
     jc.heartbeat.start()
     ctx[CTX_KEY] = jc
-    if settings.batch_worker:
-        pump = ctx[PUMP_KEY] = Pump(jc)
+    if pump is not None:
+        ctx[PUMP_KEY] = pump
         if ctx.get("burst"):
             # A burst worker (tests, one-off drains) runs what waits now, then arq's queue (retries among it).
             await pump.drain(ctx)

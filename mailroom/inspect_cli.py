@@ -37,6 +37,7 @@ async def connections(
     engine = create_engine(
         settings.database_url,
         pool_size=1,
+        max_overflow=1,  # README, Connection budgets: an operator command holds at most two
         application_name=f"mailroom-{name}",
         pgbouncer=settings.database_pgbouncer,
     )

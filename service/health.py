@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from typing import Any
 
@@ -10,15 +12,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from core import metrics as metrics_module
+from core.budgets import postgres_connections
 from core.metrics import Gauge
 from core.migrate import current_revision, head_revision
 from db import grants
-from db.engine import ping
+from db.engine import open_connections, ping
 from db.errors import DatabaseError, translate_errors
 from db.uow import read_session
-from jobs.heartbeat import newest_beat
+from jobs.heartbeat import live_workers, newest_beat
 from jobs.queue_depth import depth as queue_depth
 from jobs.queue_depth import redis_depth
+from jobs.redis_connection import open_connections as open_redis_connections
 from service.state import Resources
 
 CHECK_TIMEOUT = 3.0
@@ -92,6 +96,7 @@ async def metrics(request: Request) -> Response:
         gauges["mailroom_worker_heartbeat_age_seconds"] = Gauge.single(
             "Seconds since any worker last sent a heartbeat", max(0.0, time.time() - newest)
         )
+    gauges |= connection_gauges(resources, await live_workers(resources.queue, resources.settings.queue_name))
     try:
         current = await depth(resources)
         async with read_session(resources.sessionmaker) as session:
@@ -124,3 +129,29 @@ async def metrics(request: Request) -> Response:
             )
     body = metrics_module.render(counters, histograms, gauges)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def connection_gauges(resources: Resources, workers: list[dict[str, Any]]) -> dict[str, Gauge]:
+    """This API process's connections now, and each live worker's at its last heartbeat, beside their budgets."""
+    me = f"api:{socket.gethostname()}:{os.getpid()}"
+    held: dict[tuple[str, ...], float] = {(me, "postgresql"): float(open_connections(resources.engine))}
+    held[(me, "redis")] = float(open_redis_connections(resources.queue))
+    budget: dict[tuple[str, ...], float] = {(me, "postgresql"): float(postgres_connections(resources.settings, "api"))}
+    for worker in workers:
+        process, reported = f"worker:{worker.get('name')}", worker.get("connections") or {}
+        for server in ("postgresql", "redis"):
+            if server in reported:
+                held[(process, server)] = float(reported[server])
+        if "postgresql_budget" in reported:
+            budget[(process, "postgresql")] = float(reported["postgresql_budget"])
+    labels = ("process", "server")
+    return {
+        "mailroom_connections_open": Gauge(
+            "Connections a process holds open now (workers: at their last heartbeat)", held, labels
+        ),
+        "mailroom_connections_budget": Gauge(
+            "The most connections a process opens to PostgreSQL at its settings (README, Connection budgets)",
+            budget,
+            labels,
+        ),
+    }

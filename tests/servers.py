@@ -98,7 +98,7 @@ class TcpPostgres:
     """A PostgreSQL of its own listening on 127.0.0.1 only, with TLS required if asked: then a connection without
     TLS is refused by pg_hba, so a test that gets in proves it used TLS."""
 
-    def __init__(self, *, tls: Certificates | None = None) -> None:
+    def __init__(self, *, tls: Certificates | None = None, config: str = "") -> None:
         self._bin = postgres_binaries(tls=tls is not None)
         # PostgreSQL refuses to run as root: as root, run it as a user of its own, in a folder that user owns.
         self._user = ensure_user_exists("pgserver").pw_name if os.geteuid() == 0 else None
@@ -111,6 +111,8 @@ class TcpPostgres:
         self._run("initdb", "-D", str(self.pgdata), "--auth=trust", "-U", "postgres", "--encoding=utf8")
         if tls is not None:
             self._install_tls(tls)
+        with (self.pgdata / "postgresql.conf").open("a") as conf:
+            conf.write(config + "\n")
         self.port = free_port()
         options = f"-h 127.0.0.1 -p {self.port} -k {self._folder}"
         self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-o", options, "-l", str(self.log), "start")
@@ -149,8 +151,8 @@ class TcpPostgres:
 
 
 @contextlib.contextmanager
-def tcp_postgres(*, tls: Certificates | None = None) -> Iterator[TcpPostgres]:
-    server = TcpPostgres(tls=tls)
+def tcp_postgres(*, tls: Certificates | None = None, config: str = "") -> Iterator[TcpPostgres]:
+    server = TcpPostgres(tls=tls, config=config)
     try:
         yield server
     finally:
