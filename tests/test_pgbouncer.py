@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
+from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 from arq.connections import ArqRedis
 from arq.cron import cron
 from sqlalchemy import func, select
@@ -89,12 +92,27 @@ async def test_the_rig_shares_few_server_connections_among_many_clients(
     assert len(pids) <= SERVER_CONNECTIONS
 
 
+def database_trouble(logs: list[MutableMapping[str, Any]], caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What our logs (structlog) and arq's (logging) said about the database, and any error at all but `expected`."""
+    return [str(e) for e in logs if "DatabaseError" in str(e) or "prepared statement" in str(e)] + [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
+    ]
+
+
+@pytest.fixture
+def captured() -> Iterator[list[MutableMapping[str, Any]]]:
+    with structlog.testing.capture_logs() as logs:
+        yield logs
+
+
 async def test_webhooks_to_actions_sweep_and_replay_behind_pgbouncer(
     through_pgbouncer: Settings,
     bounced: tuple[TcpPostgres, PgBouncer],
     bounced_sessions: async_sessionmaker[AsyncSession],
     fake_nylas: FakeNylas,
     redis: ArqRedis,
+    captured: list[MutableMapping[str, Any]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings, sessionmaker = through_pgbouncer, bounced_sessions
     backend, bouncer = bounced
@@ -137,6 +155,8 @@ async def test_webhooks_to_actions_sweep_and_replay_behind_pgbouncer(
     assert {e.status for e in await helpers.events(sessionmaker)} == {"processed"}
     assert len(await helpers.emails(sessionmaker)) == 12
 
+    assert [e["event"] for e in captured if e["log_level"] == "error"] == ["event.dead"], "the flaky one, only"
+    assert database_trouble(captured, caplog) == []
     assert backend.errors() == []
     assert bouncer.errors() == []
 
@@ -145,6 +165,8 @@ async def test_two_workers_tick_each_cron_once_and_keep_ticking_behind_pgbouncer
     through_pgbouncer: Settings,
     bounced: tuple[TcpPostgres, PgBouncer],
     bounced_sessions: async_sessionmaker[AsyncSession],
+    captured: list[MutableMapping[str, Any]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A session-level advisory lock stays on whichever server connection took it and its unlock may run on
     another: the next tick would find it held and skip, and the ticks would stop."""
@@ -175,5 +197,7 @@ async def test_two_workers_tick_each_cron_once_and_keep_ticking_behind_pgbouncer
     assert all(run.finished_at is not None and run.error is None for run in runs[:-1])
     async with sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(CronRun)) == len(runs)
+    assert [e for e in captured if e["log_level"] in ("warning", "error")] == []
+    assert database_trouble(captured, caplog) == []
     assert backend.errors() == []
     assert bouncer.errors() == []
