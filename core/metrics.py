@@ -47,6 +47,7 @@ NYLAS_ENDPOINTS = (
     "create_draft",
     "send_message",
     "find_tagged",
+    "list_webhooks",
 )
 
 COUNTERS = {

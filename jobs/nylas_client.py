@@ -122,6 +122,14 @@ class NylasGateway:
 
         return await self._run(call, "find_tagged")
 
+    async def list_webhooks(self) -> list[dict[str, Any]]:
+        """The application's webhook destinations (id, url, status, status_updated_at, …)."""
+
+        def call() -> list[dict[str, Any]]:
+            return [webhook.to_dict() for webhook in self._client.webhooks.list().data]
+
+        return await self._run(call, "list_webhooks")
+
     async def _run(self, call: Callable[[], T], endpoint: str) -> T:
         loop = asyncio.get_running_loop()
         try:

@@ -22,6 +22,8 @@ _BASES = {
     "grant.updated": Kind.GRANT,
     "grant.deleted": Kind.GRANT,
 }
+# What `mailroom webhooks create` subscribes a destination to by default.
+PROCESSED_TRIGGERS = tuple(_BASES)
 GRANT_STATUS_BY_TYPE = {"grant.expired": "expired", "grant.updated": "active", "grant.deleted": "deleted"}
 
 

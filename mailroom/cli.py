@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
-    from mailroom import dev, inspect_cli, ops, sample_webhook
+    from mailroom import dev, inspect_cli, ops, sample_webhook, webhooks_cli
 
     dev_parser = command(
         "dev",
@@ -309,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
         sample_webhook.__doc__,
     )
     sample_webhook.add_arguments(send)
+    hooks = command(
+        "webhooks",
+        "the application's webhook destinations at Nylas: list, create, rotate-secret, delete",
+        webhooks_cli.run,
+        webhooks_cli.__doc__,
+    )
+    webhooks_cli.add_arguments(hooks)
     fake = command(
         "fake-nylas",
         "run the fake Nylas API on its own (what `dev --fake-nylas` runs inside dev)",

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import itertools
 import random
+import secrets
 import socket
 import threading
 import time
@@ -57,6 +58,8 @@ class FakeNylas:
     drafts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     sent: list[dict[str, Any]] = field(default_factory=list)
     grants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The application's webhook destinations (/v3/webhooks), by id.
+    webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)
     latency: float = 0.0
     # For benchmarks and soaks: any message asked for exists (made up from its id), this share of requests
     # answers 503, and requests are not recorded (a long run would keep them all).
@@ -100,6 +103,33 @@ class FakeNylas:
             message.update(extra)
             self.add_message(message)
 
+    def add_webhook(self, url: str, *, status: str = "active", triggers: tuple[str, ...] = ("message.created",)) -> str:
+        """A destination as if made in the Nylas dashboard; returns its id."""
+        with self._lock:
+            return str(self._new_webhook({"webhook_url": url, "trigger_types": list(triggers)}, status=status)["id"])
+
+    def set_webhook_status(self, webhook_id: str, status: str) -> None:
+        """What Nylas does on its own: `failing` after 15 minutes of errors, `failed` after 72 hours."""
+        with self._lock:
+            self.webhooks[webhook_id].update(status=status, status_updated_at=int(time.time()))
+
+    def _new_webhook(self, body: dict[str, Any], *, status: str = "active") -> dict[str, Any]:
+        now = int(time.time())
+        webhook = {
+            "id": f"wh_{next(self._ids)}",
+            "trigger_types": list(body.get("trigger_types") or []),
+            "webhook_url": body["webhook_url"],
+            "status": status,
+            "notification_email_addresses": list(body.get("notification_email_addresses") or []),
+            "status_updated_at": now,
+            "created_at": now,
+            "updated_at": now,
+            "description": body.get("description"),
+            "webhook_secret": secrets.token_hex(32),
+        }
+        self.webhooks[webhook["id"]] = webhook
+        return webhook
+
     def fail(self, status: int, **kwargs: Any) -> None:
         with self._lock:
             self._faults.append(Fault(status=status, **kwargs))
@@ -115,6 +145,7 @@ class FakeNylas:
             self.sent.clear()
             self.grants.clear()
             self.requests.clear()
+            self.webhooks.clear()
             self._faults.clear()
             self.latency = 0.0
             self.failure_rate = 0.0
@@ -187,6 +218,8 @@ class FakeNylas:
                     self.add_message({**made_up_message(body["grant_id"], body["id"]), **body})
                 case "reset":
                     self.reset()
+                case "webhook_status":
+                    self.set_webhook_status(body["id"], body["status"])
                 case "state":
                     pass
                 case _:
@@ -216,6 +249,8 @@ class FakeNylas:
         return None
 
     def _route(self, method: str, segments: list[str], request: Request, body: dict[str, Any]) -> Response:
+        if segments[:2] == ["v3", "webhooks"]:
+            return self._route_webhooks(method, segments[2:], body)
         match segments:
             case ["v3", "grants", grant_id, "messages", "send"] if method == "POST":
                 return self._create(grant_id, body, sent=True)
@@ -244,6 +279,35 @@ class FakeNylas:
                     return _error(404, "api.not_found_error", f"message {message_id} not found")
                 return _data(message)
         return _error(404, "api.not_found_error", f"no route for {method} /{'/'.join(segments)}")
+
+    def _route_webhooks(self, method: str, rest: list[str], body: dict[str, Any]) -> Response:
+        """Webhook destinations as Nylas keeps them: the secret only in the answers to create and rotate-secret."""
+
+        def public(webhook: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in webhook.items() if k != "webhook_secret"}
+
+        with self._lock:
+            match rest:
+                case [] if method == "GET":
+                    listed = [public(w) for w in self.webhooks.values()]
+                    return JSONResponse({"request_id": _request_id(), "data": listed, "next_cursor": None})
+                case [] if method == "POST":
+                    url = str(body.get("webhook_url") or "")
+                    if not url.startswith("https://") or not body.get("trigger_types"):
+                        return _error(400, "api.invalid_request_error", "webhook_url must be https; trigger_types")
+                    return _data(self._new_webhook(body))
+                case [webhook_id, *_] if webhook_id not in self.webhooks:
+                    return _error(404, "api.not_found_error", f"webhook {webhook_id} not found")
+                case [webhook_id] if method == "GET":
+                    return _data(public(self.webhooks[webhook_id]))
+                case [webhook_id] if method == "DELETE":
+                    del self.webhooks[webhook_id]
+                    return JSONResponse({"request_id": _request_id(), "data": {"status": "success"}})
+                case [webhook_id, "rotate-secret"] if method == "PUT":
+                    webhook = self.webhooks[webhook_id]
+                    webhook.update(webhook_secret=secrets.token_hex(32), updated_at=int(time.time()))
+                    return _data(dict(webhook))
+        return _error(404, "api.not_found_error", f"no route for {method} /v3/webhooks/{'/'.join(rest)}")
 
     def _create(self, grant_id: str, body: dict[str, Any], *, sent: bool) -> Response:
         with self._lock:
