@@ -37,7 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--type",
         dest="kind",
-        choices=["message.created", "message.updated", "message.created.truncated", "message.deleted"],
+        choices=[
+            "message.created",
+            "message.updated",
+            "message.created.truncated",
+            "message.deleted",
+            "grant.expired",
+            "grant.updated",
+            "grant.deleted",
+        ],
         help="the notification type (default: message.created.truncated with a fake Nylas, else message.created "
         "carrying the whole message, so no Nylas call is needed)",
     )
@@ -62,6 +70,9 @@ def notification(kind: str, grant_id: str, message_id: str) -> dict[str, Any]:
         message.pop("body")
     if kind == "message.deleted":
         message = {"id": message_id, "grant_id": grant_id, "object": "message"}
+    if kind.startswith("grant."):
+        # What Nylas sends for a grant: its id and provider, no message (`--message` does not apply).
+        message = {"grant_id": grant_id, "code": 25009, "integration_id": "mailroom-test", "provider": "google"}
     return {
         "specversion": "1.0",
         "type": kind,
@@ -96,7 +107,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         status, text = refused.code, refused.read().decode("utf-8", "replace")
     except (OSError, ValueError) as exc:
         raise CommandError(f"no answer from {url}: is mailroom running? ({exc})") from exc
-    out.print(f"{kind} for {args.grant}/{message_id} -> {url}: {status} {text}", markup=False)
+    about = args.grant if kind.startswith("grant.") else f"{args.grant}/{message_id}"
+    out.print(f"{kind} for {about} -> {url}: {status} {text}", markup=False)
     if status >= 300:
         raise CommandError(f"the API refused the notification ({status})")
     return 0

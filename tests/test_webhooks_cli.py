@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.settings import Settings
 from jobs.triggers import PROCESSED_TRIGGERS
 from mailroom.fake_nylas import FakeNylas
+from tests import helpers, notifications
 from tests.commands import mailroom
+from tests.harness import drain, running_api
 
 URL = "https://mail.example.com/webhooks/nylas"
 
@@ -64,3 +67,20 @@ async def test_what_nylas_would_refuse_is_said_clearly(settings: Settings, fake_
     wrong_key = settings.model_copy(update={"nylas_api_key": SecretStr("nyk_wrong_key_0000")})
     code, _, err = await mailroom(wrong_key, "webhooks", "list")
     assert code != 0 and "refused the API key" in err and "MAILROOM_NYLAS_API_KEY" in err
+
+
+async def test_send_test_webhook_signs_a_grant_notification_as_nylas_would(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    async with running_api(settings) as client:
+        code, out, err = await mailroom(
+            settings,
+            "send-test-webhook",
+            *("--url", f"{client.base_url}/webhooks/nylas", "--type", "grant.expired", "--grant", "grant_7"),
+            env={"MAILROOM_WEBHOOK_SECRETS": notifications.SECRET},
+        )
+    assert code == 0, err
+    assert "grant.expired for grant_7 -> " in out and ": 200 " in out
+    await drain(settings)
+    grant = await helpers.grant(sessionmaker, "grant_7")
+    assert grant is not None and grant.status == "expired"
