@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     sync_initial_lookback_hours: float = Field(default=24.0, ge=0)
     sync_page_size: int = Field(default=50, ge=1, le=200)
     sync_pages_per_job: int = Field(default=10, ge=1)
+    # Nylas's webhook destinations: their health checked this often (0: never; divides 60 s, or whole minutes that
+    # divide an hour), and while one is unhealthy, the grants backfilled this often (jobs/webhook_health.py).
+    nylas_webhook_check_seconds: int = Field(default=300, ge=0, le=3600)
+    nylas_webhook_backfill_after_seconds: int = Field(default=900, gt=0)
     sweep_interval_seconds: int = Field(default=60, ge=1, le=60)  # how often the sweeper runs (divides 60)
     # Work with no live job for this long is queued again by the sweeper (must exceed job_timeout).
     sweep_after_seconds: float = Field(default=120.0, gt=0)
@@ -148,6 +152,13 @@ class Settings(BaseSettings):
         if len(value) > MAX_WEBHOOK_SECRETS:
             raise ValueError(f"{len(value)} secrets; at most {MAX_WEBHOOK_SECRETS} (rotation needs two)")
         return value
+
+    @field_validator("nylas_webhook_check_seconds")
+    @classmethod
+    def _check_schedulable(cls, value: int) -> int:
+        if value == 0 or (value < 60 and 60 % value == 0) or (value % 60 == 0 and 60 % (value // 60) == 0):
+            return value
+        raise ValueError(f"{value}: a divisor of 60 seconds, or a whole number of minutes dividing 60 (e.g. 300)")
 
     @field_validator("redis_sentinels", mode="before")
     @classmethod

@@ -22,7 +22,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from db.states import ActionStatus, EventStatus, GrantStatus, PipelineState, Stage, StageRunStatus, values
+from db.states import (
+    ActionStatus,
+    DestinationStatus,
+    EventStatus,
+    GrantStatus,
+    PipelineState,
+    Stage,
+    StageRunStatus,
+    values,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -40,6 +49,7 @@ PIPELINE_STATES = values(PipelineState)
 STAGES = values(Stage)
 STAGE_RUN_STATUSES = values(StageRunStatus)
 ACTION_STATUSES = values(ActionStatus)
+DESTINATION_STATUSES = values(DestinationStatus)
 
 
 class Base(DeclarativeBase):
@@ -157,6 +167,24 @@ class Grant(Base):
     __table_args__ = (CheckConstraint(f"status IN {GRANT_STATUSES!r}", name="status"),)
 
 
+class WebhookDestination(Base):
+    """The application's webhook destinations at Nylas, as the health check last saw them (jobs/webhook_health.py)."""
+
+    __tablename__ = "webhook_destinations"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    # When Nylas last changed the status, and when we first saw it other than active (cleared when active again).
+    status_updated_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    unhealthy_since: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Up to when the grants were backfilled for this outage (syncs from here on cover what Nylas skipped since).
+    backfilled_to: Mapped[datetime | None] = mapped_column(Timestamp)
+    checked_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (CheckConstraint(f"status IN {DESTINATION_STATUSES!r}", name="status"),)
+
+
 class StageRun(Base):
     """One try of one stage for one event or email: together, an email's timeline."""
 
@@ -228,6 +256,7 @@ class CronRun(Base):
 
 __all__ = [
     "ACTION_STATUSES",
+    "DESTINATION_STATUSES",
     "EVENT_STATUSES",
     "GRANT_STATUSES",
     "PIPELINE_STATES",
@@ -239,5 +268,6 @@ __all__ = [
     "Email",
     "Grant",
     "StageRun",
+    "WebhookDestination",
     "WebhookEvent",
 ]

@@ -26,6 +26,16 @@ class GrantStatus(StrEnum):
     DELETED = "deleted"
 
 
+class DestinationStatus(StrEnum):
+    """A webhook destination's status at Nylas: `failing` after 15 minutes of errors, `failed` after 72 hours (Nylas
+    then stops sending and does not resend what it skipped), `pause` when someone paused it."""
+
+    ACTIVE = "active"
+    FAILING = "failing"
+    FAILED = "failed"
+    PAUSE = "pause"
+
+
 class PipelineState(StrEnum):
     """Where an email is in the chain process -> classify -> act: the next stage to run, or how it ended."""
 

@@ -19,6 +19,7 @@ from db.uow import unit_of_work
 from jobs.context import JobContext
 from jobs.sweep import erase_expired, sweep
 from jobs.sync import sync_recent_emails
+from jobs.webhook_health import check_destinations
 
 log = structlog.get_logger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
@@ -66,6 +67,10 @@ async def sweep_cron(ctx: dict[str, Any]) -> dict[str, Any]:
 
 async def sync_cron(ctx: dict[str, Any]) -> dict[str, Any]:
     return await run_once(JobContext.from_ctx(ctx), "sync_recent_emails", tick_of(ctx), sync_recent_emails)
+
+
+async def webhook_health_cron(ctx: dict[str, Any]) -> dict[str, Any]:
+    return await run_once(JobContext.from_ctx(ctx), "nylas_webhooks", tick_of(ctx), check_destinations)
 
 
 async def retention_cron(ctx: dict[str, Any]) -> dict[str, Any]:

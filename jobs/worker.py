@@ -26,7 +26,7 @@ from jobs.arguments import checked
 from jobs.classifier import build_classifier
 from jobs.classify_email import classify, classify_stage
 from jobs.context import CTX_KEY, JobContext
-from jobs.cron import retention_cron, sweep_cron, sync_cron
+from jobs.cron import retention_cron, sweep_cron, sync_cron, webhook_health_cron
 from jobs.heartbeat import Heartbeat
 from jobs.message_fetch import Fetcher, HttpFetcher, SdkFetcher
 from jobs.nylas_client import NylasGateway
@@ -195,7 +195,20 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
         ),
         # Hourly, off the hour's other work: old content is erased in batches (README, Security).
         cron(retention_cron, name="cron:retention", minute=23, second=30, timeout=settings.job_timeout),
+        *_webhook_health(settings),
     ]
+
+
+def _webhook_health(settings: Settings) -> list[CronJob]:
+    every = settings.nylas_webhook_check_seconds
+    if every == 0:
+        return []
+    when: dict[str, Any] = (
+        {"second": set(range(0, 60, every))}
+        if every < 60
+        else {"minute": set(range(0, 60, every // 60)), "second": 45}  # off the sync's minute boundary
+    )
+    return [cron(webhook_health_cron, name="cron:nylas_webhooks", timeout=settings.job_timeout, **when)]
 
 
 class WorkerSettings:

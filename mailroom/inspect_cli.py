@@ -17,7 +17,7 @@ from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.settings import Settings
-from db import emails, webhook_events
+from db import emails, webhook_destinations, webhook_events
 from db.engine import create_engine, create_sessionmaker
 from db.uow import read_session, unit_of_work
 from jobs import arq_storage
@@ -185,9 +185,15 @@ async def run_inspect(settings: Settings, args: argparse.Namespace, out: Console
 async def run_stats(settings: Settings, args: argparse.Namespace, out: Console) -> int:
     async with connections(settings, "stats") as (queue, sessionmaker):
         counts = await queue_depth(queue, settings.queue_name, sessionmaker, batch_worker=settings.batch_worker)
+        async with read_session(sessionmaker) as session:
+            destinations = await webhook_destinations.all_destinations(session)
     depth = counts.pop("queue")
+    nylas = [
+        {"id": d.id, "status": d.status, "unhealthy_since": d.unhealthy_since, "checked_at": d.checked_at}
+        for d in destinations
+    ]
     if args.json:
-        out.print(orjson.dumps({"queue": depth, **counts}).decode(), markup=False)
+        out.print(orjson.dumps({"queue": depth, **counts, "nylas_webhooks": nylas}).decode(), markup=False)
         return 0
     _show(out, [depth], as_json=False, title="queue")
     _show(out, [counts["events"]], as_json=False, title="events by status (open work)")
@@ -203,6 +209,16 @@ async def run_stats(settings: Settings, args: argparse.Namespace, out: Console) 
         as_json=False,
         title="dead letters and parked",
     )
+    for d in destinations:
+        if d.status != "active":
+            since = f" since {d.unhealthy_since:%Y-%m-%d %H:%M} UTC" if d.unhealthy_since else ""
+            out.print(
+                f"[bold red]Nylas webhook destination {d.id} is {d.status}{since}[/]: Nylas may be skipping "
+                "deliveries; mailroom backfills the grants (README, Nylas's side)",
+            )
+    if destinations and all(d.status == "active" for d in destinations):
+        checked = f"{destinations[0].checked_at:%H:%M:%S} UTC"
+        out.print(f"Nylas webhook destinations: {len(destinations)} active (checked {checked})")
     return 0
 
 

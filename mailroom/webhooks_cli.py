@@ -27,7 +27,9 @@ T = TypeVar("T")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = parser.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="list, create, rotate-secret or delete"
+    )
     actions.add_parser("list", help="the application's destinations: id, status, URL, triggers")
     create = actions.add_parser("create", help="create a destination (prints its secret once)")
     create.add_argument("--url", required=True, help="the public HTTPS URL of POST /webhooks/nylas")

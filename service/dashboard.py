@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from db import cron_runs, emails, webhook_events
+from db import cron_runs, emails, webhook_destinations, webhook_events
 from db.uow import read_session
 from jobs.heartbeat import live_workers
 from service import auth, health
@@ -98,12 +98,18 @@ async def overview(request: Request) -> Response:
         "sweep": set(range(60)),
         "sync_recent_emails": set(range(0, 60, settings.sync_interval_minutes)),
         **({"retention": {23}} if settings.retention_days else {}),
+        **(
+            {"nylas_webhooks": set(range(0, 60, max(1, settings.nylas_webhook_check_seconds // 60)))}
+            if settings.nylas_webhook_check_seconds
+            else {}
+        ),
     }
     with database():
         async with read_session(resources.sessionmaker) as session:
             last_runs = {run["name"]: run for run in await cron_runs.latest(session)}
             dead_events = await webhook_events.dead(session, limit=50)
             dead_emails = await emails.dead(session, limit=50)
+            destinations = await webhook_destinations.all_destinations(session)
     dead: list[dict[str, Any]] = [{"kind": "event", **event_summary(e)} for e in dead_events]
     dead += [{"kind": "email", **email_view(e, reveal=reveal)} for e in dead_emails]
     succeeded = {
@@ -122,8 +128,25 @@ async def overview(request: Request) -> Response:
         }
         for name, minutes in schedule.items()
     ]
+    nylas_webhooks = [
+        {
+            "id": d.id,
+            "url": d.url,
+            "status": d.status,
+            "unhealthy_since": d.unhealthy_since.isoformat() if d.unhealthy_since else None,
+            "checked_at": d.checked_at.isoformat(),
+        }
+        for d in destinations
+    ]
     return JSONResponse(
-        {"depth": depth, "workers": workers, "succeeded_total": succeeded, "cron": cron, "dead_letters": dead}
+        {
+            "depth": depth,
+            "workers": workers,
+            "succeeded_total": succeeded,
+            "cron": cron,
+            "dead_letters": dead,
+            "nylas_webhooks": nylas_webhooks,
+        }
     )
 
 

@@ -15,9 +15,10 @@ from core import metrics as metrics_module
 from core.budgets import postgres_connections
 from core.metrics import Gauge
 from core.migrate import current_revision, head_revision
-from db import grants
+from db import grants, webhook_destinations
 from db.engine import open_connections, ping
 from db.errors import DatabaseError, translate_errors
+from db.models import WebhookDestination
 from db.uow import read_session
 from jobs.heartbeat import live_workers, newest_beat
 from jobs.queue_depth import depth as queue_depth
@@ -45,6 +46,9 @@ async def readyz(request: Request) -> Response:
         head = head_revision()
         checks["database"] = "ok"
         checks["schema"] = "ok" if current == head else f"at {current}, latest is {head}: run `mailroom migrate`"
+        if current == head:
+            async with read_session(resources.sessionmaker) as session:
+                checks["nylas_webhooks"] = destinations_said(await webhook_destinations.unhealthy(session))
 
     async def redis_and_workers() -> None:
         await resources.queue.ping()
@@ -64,8 +68,21 @@ async def readyz(request: Request) -> Response:
     checks["webhook_secrets"] = (
         "ok" if resources.settings.webhook_secrets else "not set: every delivery is refused (MAILROOM_WEBHOOK_SECRETS)"
     )
+    # nylas_webhooks is told, not required: taking the API out of service would not bring Nylas's deliveries back.
     ready = all(checks.get(key) == "ok" for key in ("database", "schema", "redis", "workers", "webhook_secrets"))
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+def destinations_said(unhealthy: list[WebhookDestination]) -> str:
+    """A destination that is not active, in a line: its id and status and since when (no URL: /readyz is public)."""
+    if not unhealthy:
+        return "ok"
+    return "; ".join(
+        f"{d.id} {d.status} since {d.unhealthy_since:%Y-%m-%d %H:%M} UTC: Nylas may be skipping deliveries"
+        if d.unhealthy_since
+        else f"{d.id} {d.status}"
+        for d in unhealthy
+    )
 
 
 async def depth(resources: Resources) -> dict[str, Any]:
@@ -101,6 +118,7 @@ async def metrics(request: Request) -> Response:
         current = await depth(resources)
         async with read_session(resources.sessionmaker) as session:
             by_state = await grants.count_by_state(session)
+            by_status = await webhook_destinations.count_by_status(session)
             oldest_sync = await grants.oldest_sync(session)
     except (DatabaseError, OSError):
         pass  # counters still render; the gauges come back with the database
@@ -116,6 +134,11 @@ async def metrics(request: Request) -> Response:
             "mailroom_workers": Gauge.single("Workers alive (a heartbeat in the last 15 s)", queue["workers"]),
             "mailroom_dead_letters_waiting": Gauge.single(
                 "Dead events and emails waiting for a replay", current["dead"]["events"] + current["dead"]["emails"]
+            ),
+            "mailroom_nylas_webhook_destinations": Gauge(
+                "The application's webhook destinations at Nylas by status, as the last check saw them",
+                {(status,): count for status, count in by_status.items()},
+                ("status",),
             ),
             "mailroom_grants": Gauge(
                 "Grants by state: active, paused (refused credentials), expired, deleted",

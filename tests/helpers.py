@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.settings import Settings
-from db.models import Email, Grant, WebhookEvent
+from db.models import Email, Grant, WebhookDestination, WebhookEvent
 from jobs import arq_storage
 from jobs.sweep import sweep
 from jobs.worker import build_context, close_context
@@ -42,8 +42,16 @@ async def truncate_all(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
     """Empty tables, as a test starts from."""
     async with sessionmaker.begin() as session:
         await session.execute(
-            text("TRUNCATE webhook_events, emails, grants, stage_runs, actions, cron_runs RESTART IDENTITY CASCADE")
+            text(
+                "TRUNCATE webhook_events, emails, grants, stage_runs, actions, cron_runs, webhook_destinations "
+                "RESTART IDENTITY CASCADE"
+            )
         )
+
+
+async def destinations(sessionmaker: async_sessionmaker[AsyncSession]) -> list[WebhookDestination]:
+    async with sessionmaker() as session:
+        return list((await session.execute(select(WebhookDestination).order_by(WebhookDestination.id))).scalars())
 
 
 async def events(sessionmaker: async_sessionmaker[AsyncSession]) -> list[WebhookEvent]:

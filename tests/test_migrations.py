@@ -16,7 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import migrate
 from db.engine import create_engine
-from db.states import ActionStatus, EventStatus, GrantStatus, PipelineState, Stage, StageRunStatus
+from db.states import (
+    ActionStatus,
+    DestinationStatus,
+    EventStatus,
+    GrantStatus,
+    PipelineState,
+    Stage,
+    StageRunStatus,
+)
 from tests.harness import Servers, execute_on
 
 
@@ -63,6 +71,7 @@ async def tables(engine: AsyncEngine) -> set[str]:
         ("stage_runs", "ck_stage_runs_stage", Stage),
         ("stage_runs", "ck_stage_runs_status", StageRunStatus),
         ("actions", "ck_actions_status", ActionStatus),
+        ("webhook_destinations", "ck_webhook_destinations_status", DestinationStatus),
     ],
 )
 async def test_the_migrated_check_constraints_allow_exactly_the_named_states(

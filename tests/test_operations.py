@@ -103,7 +103,9 @@ class TestReadiness:
         assert response.status_code == 200
         assert response.json() == {
             "ready": True,
-            "checks": dict.fromkeys(["database", "schema", "redis", "workers", "webhook_secrets"], "ok"),
+            "checks": dict.fromkeys(
+                ["database", "schema", "nylas_webhooks", "redis", "workers", "webhook_secrets"], "ok"
+            ),
         }
 
     async def test_a_killed_workers_entry_is_forgotten_by_the_living(self, settings: Settings, redis: ArqRedis) -> None:
