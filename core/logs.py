@@ -12,6 +12,8 @@ from typing import ClassVar
 import orjson
 import structlog
 
+from core import tracing
+
 
 def _json_serializer(value: object, **_: object) -> str:
     return orjson.dumps(value, default=str).decode()
@@ -46,6 +48,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         fmt = "console" if sys.stderr.isatty() else "json"
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        tracing.add_trace_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -75,6 +75,8 @@ class WebhookEvent(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    # The W3C traceparent of the request that stored it, when tracing is on (core/tracing.py).
+    trace_context: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     processed_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # Content removed (an erasure request, grant.deleted, message.deleted or retention): ids and status remain.

@@ -33,6 +33,7 @@ class NewEvent:
     delivery_attempt: int | None
     payload_json: str
     status: str
+    trace_context: str | None = None  # the storing request's W3C traceparent, when tracing is on
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +47,13 @@ class Known:
 _RECORD_MANY = text(
     """
     INSERT INTO webhook_events
-        (notification_id, type, source, grant_id, object_id, notified_at, delivery_attempt, payload, status)
-    SELECT n, t, s, g, o, at, d, p::jsonb, st
+        (notification_id, type, source, grant_id, object_id, notified_at, delivery_attempt, payload, status,
+         trace_context)
+    SELECT n, t, s, g, o, at, d, p::jsonb, st, tc
     FROM unnest(CAST(:n AS text[]), CAST(:t AS text[]), CAST(:s AS text[]), CAST(:g AS text[]), CAST(:o AS text[]),
-                CAST(:at AS timestamptz[]), CAST(:d AS integer[]), CAST(:p AS text[]), CAST(:st AS text[]))
-         AS batch (n, t, s, g, o, at, d, p, st)
+                CAST(:at AS timestamptz[]), CAST(:d AS integer[]), CAST(:p AS text[]), CAST(:st AS text[]),
+                CAST(:tc AS text[]))
+         AS batch (n, t, s, g, o, at, d, p, st, tc)
     ON CONFLICT (notification_id) DO NOTHING
     RETURNING notification_id, id
     """
@@ -64,6 +67,7 @@ _RECORD_MANY = text(
     bindparam("d", type_=ARRAY(Integer)),
     bindparam("p", type_=ARRAY(Text)),
     bindparam("st", type_=ARRAY(Text)),
+    bindparam("tc", type_=ARRAY(Text)),
 )
 
 
@@ -81,6 +85,7 @@ async def record_many(session: AsyncSession, events: Sequence[NewEvent]) -> dict
             "d": [e.delivery_attempt for e in events],
             "p": [e.payload_json for e in events],
             "st": [e.status for e in events],
+            "tc": [e.trace_context for e in events],
         },
     )
     return {notification_id: event_id for notification_id, event_id in rows}
@@ -295,6 +300,7 @@ class ClaimedEvent:
     received_at: datetime
     attempts: int
     object_json: str | None  # the notification's `data.object`, as JSON text (decoded only when used)
+    trace_context: str | None  # the storing request's W3C traceparent (core/tracing.py)
 
 
 # Claims what is waiting, and what a killed worker left `processing` for longer than a run may take (so a batch
@@ -303,7 +309,8 @@ class ClaimedEvent:
 # an event `processing` past `stale_s`, the bound a live run cannot outlast.
 _CLAIM_SET = "UPDATE webhook_events SET status = 'processing', attempts = attempts + 1, updated_at = now()"
 _CLAIM_RETURNING = (
-    "RETURNING id, type, grant_id, object_id, notified_at, received_at, attempts, (payload->'data'->'object')::text"
+    "RETURNING id, type, grant_id, object_id, notified_at, received_at, attempts, (payload->'data'->'object')::text, "
+    "trace_context"
 )
 _LEFT_BY_A_KILLED_RUN = "(status = 'processing' AND updated_at < now() - make_interval(secs => :stale_s))"
 _CLAIM_MANY = text(

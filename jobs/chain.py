@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from arq import Retry
 
+from core import tracing
 from jobs import arq_storage
 from jobs.context import JobContext
 from jobs.email_stages import StageBody, StageCall
@@ -30,7 +31,8 @@ INLINE_SHARE = 0.25
 async def run_as_job(ctx: dict[str, Any], body: StageBody, stage: str, email_id: int, force: bool) -> str:
     """A stage's job (classify_email.classify, act_on_email.act): the stage, then the rest of the chain."""
     started = time.monotonic()
-    outcome = await body(StageCall(JobContext.from_ctx(ctx), email_id, ctx.get("job_id"), force))
+    with tracing.span(f"mailroom.{stage}", attributes={"mailroom.email_id": email_id}):
+        outcome = await body(StageCall(JobContext.from_ctx(ctx), email_id, ctx.get("job_id"), force))
     if outcome == "succeeded":
         await carry_on(ctx, NEXT[stage], email_id, started=started)
     return outcome
@@ -52,7 +54,8 @@ async def carry_on(ctx: dict[str, Any], stage: str, email_id: int, *, started: f
             # so neither arq nor another inline run starts the stage beside this one.
             return
         try:
-            outcome = await jc.stages[stage](StageCall(jc, email_id, ctx.get("job_id")))
+            with tracing.span(f"mailroom.{stage}", attributes={"mailroom.email_id": email_id}):
+                outcome = await jc.stages[stage](StageCall(jc, email_id, ctx.get("job_id")))
         except Retry as retry:
             # The stage recorded its failed try; its retry is its own job, not a re-run of the job we are in.
             await enqueue_stage(jc.queue, stage, email_id, defer_ms=retry.defer_score)

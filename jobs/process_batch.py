@@ -30,6 +30,7 @@ import structlog
 from arq import Retry
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import tracing
 from db import emails, grants, stage_runs, webhook_events
 from db.emails import NewState, StoredState
 from db.errors import DatabaseError
@@ -139,10 +140,14 @@ async def _run(
     deferred = await _throttle(jc, messages)
     counts["deferred"] = len(deferred)
     unfinished.difference_update(e.id for e in deferred)
-    await _fetch(jc, messages)
+    await _fetch(jc, messages, began_at=began_at)
 
     ready = [(key, m) for key, m in sorted(messages.items()) if m.error is None and _prepare(jc, key, m)]
-    stored = await _store(jc, ready, job_id=job_id, began_at=began_at)
+    # The batch's writes serve every notification in it: one span, linked to each one's trace.
+    with tracing.linked_span(
+        "mailroom.store_batch", [e.trace_context for _, m in ready for e in m.events], {"mailroom.emails": len(ready)}
+    ):
+        stored = await _store(jc, ready, job_id=job_id, began_at=began_at)
     counts["stored"] = sum(len(messages[key].events) for key in stored)
     unfinished.difference_update(e.id for key in stored for e in messages[key].events)
     _observe(jc, [messages[key] for key in stored], stored, started=started)
@@ -153,7 +158,9 @@ async def _run(
             for event in message.events:
                 await _fail(jc, event, message.error, job_id=job_id)
                 unfinished.discard(event.id)
-    await _carry_on(ctx, stored.values(), started=started)
+    await _carry_on(
+        ctx, [(state, messages[key].events[0].trace_context) for key, state in stored.items()], started=started
+    )
     if counts["failed"] or counts["deferred"] or counts["handed_on"]:
         log.info("batch.processed", **counts)
     return counts
@@ -209,13 +216,23 @@ async def _throttle(jc: JobContext, messages: dict[Key, _Message]) -> list[Claim
     return deferred
 
 
-async def _fetch(jc: JobContext, messages: dict[Key, _Message]) -> None:
+async def _fetch(jc: JobContext, messages: dict[Key, _Message], *, began_at: datetime) -> None:
     """Every message the batch needs from Nylas, at once (the fetcher bounds how many are in flight)."""
     fetching = [(key, message) for key, message in messages.items() if message.fetch]
-    results = await asyncio.gather(
-        *(jc.fetcher.find_message(grant_id, message_id) for (grant_id, message_id), _ in fetching),
-        return_exceptions=True,
-    )
+
+    async def fetched(key: Key, message: _Message) -> dict[str, Any]:
+        if not tracing.on():
+            return await jc.fetcher.find_message(*key)
+        # The notification's own span in the worker, in its trace: how long it waited, and its fetch from Nylas.
+        first = message.events[0]
+        attributes = {
+            "mailroom.event_ids": [e.id for e in message.events],
+            "mailroom.queue_wait_s": (began_at - first.received_at).total_seconds(),
+        }
+        with tracing.span("mailroom.process_event", parent=first.trace_context, attributes=attributes):
+            return await jc.fetcher.find_message(*key)
+
+    results = await asyncio.gather(*(fetched(key, message) for key, message in fetching), return_exceptions=True)
     saved = 0
     for ((grant_id, _), message), result in zip(fetching, results, strict=True):
         if isinstance(result, BaseException):
@@ -383,11 +400,16 @@ def _observe(jc: JobContext, done: list[_Message], stored: dict[Key, StoredState
             jc.metrics.observe("mailroom_webhook_to_acted_seconds", (now - first).total_seconds())
 
 
-async def _carry_on(ctx: dict[str, Any], stored: Iterable[StoredState], *, started: float) -> None:
+async def _carry_on(ctx: dict[str, Any], stored: Iterable[tuple[StoredState, str | None]], *, started: float) -> None:
     """Emails that wait for a stage the batch did not run (act, for a class with actions): run here, together,
-    while the job has time, else queued as their own jobs (jobs/chain.py)."""
-    waiting = [s for s in stored if not s.waiting and s.pipeline_state in ("classify", "act")]
-    await asyncio.gather(*(carry_on(ctx, s.pipeline_state, s.email_id, started=started) for s in waiting))
+    while the job has time, else queued as their own jobs (jobs/chain.py). Each in its notification's trace."""
+
+    async def carried(state: StoredState, traceparent: str | None) -> None:
+        with tracing.span("mailroom.carry_on", parent=traceparent, attributes={"mailroom.email_id": state.email_id}):
+            await carry_on(ctx, state.pipeline_state, state.email_id, started=started)
+
+    waiting = [(s, t) for s, t in stored if not s.waiting and s.pipeline_state in ("classify", "act")]
+    await asyncio.gather(*(carried(state, traceparent) for state, traceparent in waiting))
 
 
 async def _fail(jc: JobContext, event: ClaimedEvent, exc: Exception, *, job_id: str | None) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import tracing
 from db import emails, erasure, grants, stage_runs, webhook_events
 from db.models import WebhookEvent
 from db.states import Stage, StageRunStatus
@@ -40,11 +41,24 @@ log = structlog.get_logger(__name__)
 async def process_event(ctx: dict[str, Any], event_id: int) -> str:
     """Returns what happened: processed, skipped (already done), parked, missing, dead; or raises arq.Retry."""
     jc = JobContext.from_ctx(ctx)
-    bound = log.bind(event_id=event_id, job_id=ctx.get("job_id"))
     async with read_session(jc.sessionmaker) as session:
         event = await webhook_events.get(session, event_id)
     if event is None or event.status not in webhook_events.RUNNABLE:
         return "skipped"
+    # In the trace of the request that stored it, however late (a retry, a replay, a sweep) it runs.
+    waited = (datetime.now(UTC) - event.received_at).total_seconds()
+    attributes = {
+        "mailroom.event_id": event_id,
+        "mailroom.queue_wait_s": waited,
+        "mailroom.job_id": str(ctx.get("job_id")),
+    }
+    with tracing.span("mailroom.process_event", parent=event.trace_context, attributes=attributes):
+        return await _process(ctx, jc, event)
+
+
+async def _process(ctx: dict[str, Any], jc: JobContext, event: WebhookEvent) -> str:
+    event_id = event.id
+    bound = log.bind(event_id=event_id, job_id=ctx.get("job_id"))
     trigger = parse_trigger(event.type)
     if trigger is None:
         return "skipped"

@@ -18,6 +18,7 @@ import uvloop
 from pydantic import SecretStr, ValidationError
 from rich.console import Console
 
+from core import tracing
 from core.problems import CommandError, explain, redacted, settings_error, weak_secrets
 from core.settings import Settings
 from mailroom import dev_run
@@ -125,15 +126,25 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
     refuse_weak_secrets(settings)
     warn_without_webhook_secret(settings)
-    with resolved(settings) as final:
+    with resolved(settings) as final, traced("mailroom-api"):
         run_service(api_server(final).serve())
     return 0
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    with resolved(settings) as final:
+    with resolved(settings) as final, traced("mailroom-worker"):
         run_service(_run_worker(final, burst=args.burst))
     return 0
+
+
+@contextlib.contextmanager
+def traced(service_name: str) -> Iterator[None]:
+    """OpenTelemetry for this process when configured (core/tracing.py); what it buffered is sent at exit."""
+    tracing.setup(service_name)
+    try:
+        yield
+    finally:
+        tracing.shutdown()
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
@@ -146,7 +157,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     fake = dev.start_fake_nylas() if args.fake_nylas else None
     try:
-        with resolved(settings) as final:
+        with resolved(settings) as final, traced("mailroom-dev"):
             migrate_database(final)
             final, notes = dev.prepare(final, fake=fake)
             run.publish(

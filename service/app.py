@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from core import tracing
 from core.metrics import Metrics
 from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker
@@ -82,6 +83,8 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=routes,
         middleware=[
+            # The root span of each notification's trace, when tracing is on (core/tracing.py).
+            *tracing.middleware(),
             Middleware(SecurityHeaders),
             Middleware(BoundedBodies, own_limit=frozenset({"/webhooks/nylas"})),
         ],

@@ -17,6 +17,7 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core import tracing
 from db import webhook_events
 from db.errors import DatabaseError
 from db.uow import unit_of_work
@@ -90,8 +91,13 @@ class EventWriter:
                 await self._write_batch(batch)
 
     async def _write_batch(self, batch: list[_Waiting]) -> None:
+        events = [event for event, _ in batch]
         try:
-            results = await self._store([event for event, _ in batch])
+            # One transaction for several requests: its statements in one span, linked to each request's trace.
+            with tracing.linked_span(
+                "mailroom.store_events", [e.trace_context for e in events], {"mailroom.events": len(events)}
+            ):
+                results = await self._store(events)
         except DatabaseError as exc:
             if len(batch) > 1 and exc.refused:
                 # The server refused something in this batch (not an outage): one bad row must not fail the others.

