@@ -115,9 +115,19 @@ def middleware() -> list[Middleware]:
     if not _state["on"]:
         return []
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from opentelemetry.util.http import parse_excluded_urls
     from starlette.middleware import Middleware
 
-    return [Middleware(OpenTelemetryMiddleware)]
+    # Probes and scrapes are no notification's work (OTEL_PYTHON_ASGI_EXCLUDED_URLS replaces this list), and the
+    # ASGI receive/send spans would triple the spans of every request for nothing a reader needs.
+    excluded = os.environ.get("OTEL_PYTHON_ASGI_EXCLUDED_URLS", "healthz,readyz,metrics,queue")
+    return [
+        Middleware(
+            OpenTelemetryMiddleware,
+            excluded_urls=parse_excluded_urls(excluded),
+            exclude_spans=["receive", "send"],
+        )
+    ]
 
 
 def current_context() -> str | None:
