@@ -169,6 +169,22 @@ class Grant(Base):
     __table_args__ = (CheckConstraint(f"status IN {GRANT_STATUSES!r}", name="status"),)
 
 
+class AuditEntry(Base):
+    """An operator's action (replay, purge, erase) or a refused sign-in: when, who, what filter, how many rows."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    # `cli:user@host`, `token@address` (the admin API's bearer token) or `dashboard@address` (a dashboard session).
+    who: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text)
+    filter: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    rows: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+
 class WebhookDestination(Base):
     """The application's webhook destinations at Nylas, as the health check last saw them (jobs/webhook_health.py)."""
 
@@ -265,6 +281,7 @@ __all__ = [
     "STAGES",
     "STAGE_RUN_STATUSES",
     "Action",
+    "AuditEntry",
     "Base",
     "CronRun",
     "Email",

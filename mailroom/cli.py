@@ -309,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
         on_servers(inspect_cli.run_purge),
     )
     inspect_cli.add_purge_arguments(purge)
+    trail = command(
+        "audit",
+        "the audit trail: who replayed, purged or erased what (and how many rows), and refused sign-ins",
+        on_servers(inspect_cli.run_audit),
+    )
+    inspect_cli.add_audit_arguments(trail)
     enq = command("enqueue-test", "enqueue the test task and print its job id", cmd_enqueue_test)
     enq.add_argument("message", help="text the task returns")
     job = command("job", "print a job's status and result as JSON (exit 1 when no such job)", cmd_job)

@@ -17,7 +17,8 @@ from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.settings import Settings
-from db import emails, webhook_destinations, webhook_events
+from db import audit, emails, webhook_destinations, webhook_events
+from db.audit import cli_operator
 from db.engine import create_engine, create_sessionmaker
 from db.uow import read_session, unit_of_work
 from jobs import arq_storage
@@ -250,9 +251,39 @@ async def run_purge(settings: Settings, args: argparse.Namespace, out: Console) 
             return 1
         async with unit_of_work(sessionmaker) as session:
             purged = await webhook_events.purge(session, event_ids) if event_ids else 0
+            asked = {"queue": settings.queue_name, "jobs": len(job_ids)}
+            await audit.record(session, who=cli_operator(), action="purge", filter=asked, rows=len(job_ids) + purged)
         await arq_storage.drop(queue, settings.queue_name, job_ids)
         out.print(
             f"purged {len(job_ids)} jobs; {purged} events marked purged "
             "(bring one back with `mailroom replay --event ID`, all with `mailroom replay --purged`)"
         )
+    return 0
+
+
+def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=int, default=50, help="how many entries, newest first (default 50)")
+    parser.add_argument("--action", choices=["replay", "purge", "erase", "sign_in_refused"], help="only this action")
+    parser.add_argument("--json", action="store_true", help="one JSON array")
+
+
+async def run_audit(settings: Settings, args: argparse.Namespace, out: Console) -> int:
+    """The audit trail: operators' replays, purges and erasures, and refused sign-ins."""
+    async with connections(settings, "audit") as (_, sessionmaker), read_session(sessionmaker) as session:
+        entries = await audit.latest(session, limit=max(1, args.limit), action=args.action)
+    if args.json:
+        listed = [
+            {"at": e.at.isoformat(), "who": e.who, "action": e.action, "filter": e.filter, "rows": e.rows}
+            for e in entries
+        ]
+        out.print(orjson.dumps(listed).decode(), markup=False)
+        return 0
+    if not entries:
+        out.print("no operator actions recorded")
+        return 0
+    for e in entries:
+        asked = " ".join(f"{k}={v}" for k, v in e.filter.items())
+        count = "" if e.rows is None else f" rows={e.rows}"
+        line = f"{e.at.isoformat()}  {e.who}  {e.action}{count}  {asked}"
+        out.print(line, markup=False, overflow="ignore", crop=False)
     return 0

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.problems import CommandError
 from core.settings import Settings
-from db import emails, erasure, webhook_events
+from db import audit, emails, erasure, webhook_events
 from db.uow import read_session, unit_of_work
 from jobs.enqueue import queue_for
 from jobs.errors import PermanentError, Throttled, TransientError
@@ -124,7 +124,7 @@ async def run_replay(settings: Settings, args: argparse.Namespace, out: Console)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     async with connections(settings, "replay") as (queue, sessionmaker):
-        found = await replay(sessionmaker, queue, chosen, dry_run=args.dry_run)
+        found = await replay(sessionmaker, queue, chosen, who=audit.cli_operator(), dry_run=args.dry_run)
         reasons = [] if found.event_ids or found.emails else await _why_nothing(sessionmaker, chosen)
     verb = "would replay" if args.dry_run else "replayed"
     out.print(f"{verb} {len(found.event_ids)} events and {len(found.emails)} email stages")
@@ -187,5 +187,9 @@ async def run_erase(settings: Settings, args: argparse.Namespace, out: Console) 
             return 1
         async with unit_of_work(sessionmaker) as session:
             erased = await erasure.erase_grant(session, args.grant)
+            rows = erased.emails + erased.events + erased.actions
+            await audit.record(
+                session, who=audit.cli_operator(), action="erase", filter={"grant": args.grant}, rows=rows
+            )
     out.print(f"erased {erased.emails} emails, {erased.events} notifications and {erased.actions} actions")
     return 0

@@ -12,7 +12,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from db import actions, emails, erasure, stage_runs, webhook_events
+from db import actions, audit, emails, erasure, stage_runs, webhook_events
 from db.errors import DatabaseError, translate_errors
 from db.models import Email, StageRun, WebhookEvent
 from db.uow import read_session, unit_of_work
@@ -70,7 +70,9 @@ def database() -> Iterator[None]:
         raise DatabaseUnavailable(UNAVAILABLE) from exc
 
 
-def _int(value: str | None, name: str, default: int | None = None, *, low: int = 1, high: int = MAX_ID) -> int | None:
+def int_param(
+    value: str | None, name: str, default: int | None = None, *, low: int = 1, high: int = MAX_ID
+) -> int | None:
     """A parameter, when given, must be an integer in range: a clear 400, never a database error."""
     if value is None:
         return default
@@ -206,8 +208,8 @@ async def list_events(request: Request) -> Response:
     resources: Resources = request.state.resources
     q = request.query_params
     only_known(request, "status", "type", "grant", "q", "since", "until", "before", "limit")
-    limit = _int(q.get("limit"), "limit", 50, high=500) or 50
-    since, until, before = _time(q.get("since")), _time(q.get("until")), _int(q.get("before"), "before")
+    limit = int_param(q.get("limit"), "limit", 50, high=500) or 50
+    since, until, before = _time(q.get("since")), _time(q.get("until")), int_param(q.get("before"), "before")
     with database():
         async with read_session(resources.sessionmaker) as session:
             found = await webhook_events.search(
@@ -266,7 +268,7 @@ async def replay_event(request: Request) -> Response:
     else:
         return JSONResponse({"error": "nothing_to_replay", "detail": "the event is not dead"}, status_code=409)
     with database():
-        found = await replay(resources.sessionmaker, resources.queue, chosen)
+        found = await replay(resources.sessionmaker, resources.queue, chosen, who=request.state.operator)
     replayed = {"events": len(found.event_ids), "email_stages": len(found.emails)}
     if not any(replayed.values()):
         return JSONResponse({"error": "nothing_to_replay", "detail": "nothing dead here (force=true re-runs)"}, 409)
@@ -306,7 +308,9 @@ async def bulk_replay(request: Request) -> Response:
         # A click that meant one row must never replay every dead letter: everything has to be asked for by name.
         raise BadRequest('no filter: to replay every dead letter, send "all": true (count them first with dry_run)')
     with database():
-        found = await replay(resources.sessionmaker, resources.queue, chosen, dry_run=dry_run)
+        found = await replay(
+            resources.sessionmaker, resources.queue, chosen, who=request.state.operator, dry_run=dry_run
+        )
     return JSONResponse({"dry_run": dry_run, "events": len(found.event_ids), "email_stages": len(found.emails)})
 
 
@@ -337,6 +341,11 @@ async def erase_grant(request: Request) -> Response:
     with database():
         async with unit_of_work(resources.sessionmaker) as session:
             erased = await erasure.erase_grant(session, grant_id, dry_run=dry_run)
+            if not dry_run:
+                rows = erased.emails + erased.events + erased.actions
+                await audit.record(
+                    session, who=request.state.operator, action="erase", filter={"grant": grant_id}, rows=rows
+                )
     return JSONResponse(
         {
             "dry_run": dry_run,

@@ -7,6 +7,7 @@ minute (429), and each one is logged as `admin.auth_failed`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -17,6 +18,9 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from db import audit
+from db.errors import DatabaseError
+from db.uow import unit_of_work
 from service.errors import ServiceError
 from service.state import Resources
 
@@ -85,6 +89,10 @@ async def refuse_if_failing(resources: Resources, request: Request) -> None:
 
 async def failed(resources: Resources, request: Request, how: str) -> None:
     log.warning("admin.auth_failed", how=how, client=request.client.host if request.client else None)
+    # In the audit trail too; the limit below (429 past a few a minute) bounds how many rows a guesser writes.
+    with contextlib.suppress(DatabaseError):
+        async with unit_of_work(resources.sessionmaker) as session:
+            await audit.record(session, who=f"{how}@{client_address(request)}", action="sign_in_refused")
     try:
         key = _failures_key(resources, request)
         async with resources.queue.pipeline(transaction=True) as pipe:
@@ -96,7 +104,12 @@ async def failed(resources: Resources, request: Request, how: str) -> None:
         pass
 
 
-async def check(request: Request) -> None:
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def check(request: Request) -> str:
+    """Who is asking (`token@address` or `dashboard@address`, for the audit trail), or raise."""
     resources: Resources = request.state.resources
     token = resources.settings.admin_token.get_secret_value()
     if not token:
@@ -104,7 +117,7 @@ async def check(request: Request) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
-        return
+        return f"token@{client_address(request)}"
     session_id = request.cookies.get(SESSION_COOKIE, "")
     if not header and not session_id:
         raise Unauthorized()  # no credentials at all: nothing was guessed
@@ -113,7 +126,7 @@ async def check(request: Request) -> None:
         # A cookie rides along on cross-site requests; a custom header cannot be added by another site's form.
         if request.method not in ("GET", "HEAD") and request.headers.get(CSRF_HEADER) != "1":
             raise Unauthorized("a dashboard request that changes something must carry X-Mailroom-CSRF: 1")
-        return
+        return f"dashboard@{client_address(request)}"
     if header:
         await failed(resources, request, "bearer")
     raise Unauthorized()
@@ -121,7 +134,7 @@ async def check(request: Request) -> None:
 
 def admin(handler: Handler) -> Handler:
     async def guarded(request: Request) -> Response:
-        await check(request)
+        request.state.operator = await check(request)
         return await handler(request)
 
     guarded.__name__ = handler.__name__

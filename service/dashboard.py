@@ -17,11 +17,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from db import cron_runs, emails, webhook_destinations, webhook_events
+from db import audit, cron_runs, emails, webhook_destinations, webhook_events
+from db.models import AuditEntry
 from db.uow import read_session
 from jobs.heartbeat import live_workers
 from service import auth, health
-from service.admin import database, email_view, event_summary, flag, only_known
+from service.admin import database, email_view, event_summary, flag, int_param, only_known
 from service.auth import CSRF_HEADER, SESSION_COOKIE, Unauthorized, admin
 from service.body_limits import ADMIN_BODY_LIMIT, read_limited
 from service.state import Resources
@@ -110,6 +111,7 @@ async def overview(request: Request) -> Response:
             dead_events = await webhook_events.dead(session, limit=50)
             dead_emails = await emails.dead(session, limit=50)
             destinations = await webhook_destinations.all_destinations(session)
+            trail = await audit.latest(session, limit=20)
     dead: list[dict[str, Any]] = [{"kind": "event", **event_summary(e)} for e in dead_events]
     dead += [{"kind": "email", **email_view(e, reveal=reveal)} for e in dead_emails]
     succeeded = {
@@ -146,8 +148,31 @@ async def overview(request: Request) -> Response:
             "cron": cron,
             "dead_letters": dead,
             "nylas_webhooks": nylas_webhooks,
+            "audit": [audit_view(entry) for entry in trail],
         }
     )
+
+
+def audit_view(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "at": entry.at.isoformat(),
+        "who": entry.who,
+        "action": entry.action,
+        "filter": entry.filter,
+        "rows": entry.rows,
+    }
+
+
+@admin
+async def audit_trail(request: Request) -> Response:
+    """The audit trail, newest first: `?limit=` (at most 500), `?action=` (replay, purge, erase, sign_in_refused)."""
+    resources: Resources = request.state.resources
+    only_known(request, "limit", "action")
+    limit = int_param(request.query_params.get("limit"), "limit", 50, high=500) or 50
+    with database():
+        async with read_session(resources.sessionmaker) as session:
+            entries = await audit.latest(session, limit=limit, action=request.query_params.get("action"))
+    return JSONResponse({"entries": [audit_view(entry) for entry in entries]})
 
 
 def routes() -> list[BaseRoute]:
@@ -156,4 +181,5 @@ def routes() -> list[BaseRoute]:
         Route("/dashboard/login", login, methods=["POST"]),
         Route("/dashboard/logout", logout, methods=["POST"]),
         Route("/api/overview", overview, methods=["GET"]),
+        Route("/audit", audit_trail, methods=["GET"]),
     ]

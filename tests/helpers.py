@@ -43,8 +43,8 @@ async def truncate_all(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
     async with sessionmaker.begin() as session:
         await session.execute(
             text(
-                "TRUNCATE webhook_events, emails, grants, stage_runs, actions, cron_runs, webhook_destinations "
-                "RESTART IDENTITY CASCADE"
+                "TRUNCATE webhook_events, emails, grants, stage_runs, actions, cron_runs, webhook_destinations, "
+                "audit_log RESTART IDENTITY CASCADE"
             )
         )
 

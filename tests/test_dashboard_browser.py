@@ -69,7 +69,11 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             page = await browser.new_page(viewport={"width": 1366, "height": 900})
             await page.goto(f"{client.base_url}/dashboard")
 
+            # Signed out: the login form alone, no controls, no server text.
             await expect(page.locator("#login")).to_be_visible()
+            await expect(page.locator("#app")).to_be_hidden()
+            await expect(page.locator("#signed-in")).to_be_hidden()
+            await expect(page.locator("#status")).to_have_text("not signed in")
             await page.fill("#token", TOKEN)
             await page.click("#login-button")
 
@@ -93,6 +97,33 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             ]
             assert [e.status for e in await helpers.events(sessionmaker)] == ["processed", "dead", "processed"]
             await expect(replay).to_have_count(1, timeout=10_000)
+
+            # A replay refused says why, and keeps saying it when the panel is drawn again.
+            await page.locator("#events tr.clickable", has_text="processed").first.click()
+            await page.click("#detail-replay")
+            refused = page.locator("#detail .refused")
+            await expect(refused).to_contain_text("nothing dead here")
+            await page.click("#search-button")  # the events and the panel are drawn again
+            await expect(refused).to_contain_text("nothing dead here")
+
+            # The backend answering 5xx, then not at all: a banner says so (not "connecting…" forever), then goes.
+            banner = page.locator("#backend-error")
+            await page.route(
+                "**/api/overview*",
+                lambda route: route.fulfill(
+                    status=503, content_type="application/json", body='{"error": "unavailable", "detail": "Redis down"}'
+                ),
+            )
+            await expect(banner).to_contain_text("mailroom answered 503: Redis down")
+            await page.unroute("**/api/overview*")
+            await page.route("**/api/overview*", lambda route: route.abort())
+            await expect(banner).to_contain_text("mailroom is not answering")
+            await page.unroute("**/api/overview*")
+            await expect(banner).to_be_hidden()
+
+            # The audit trail: the row's replay, by this dashboard session.
+            await expect(page.locator("#audit")).to_contain_text("dashboard@127.0.0.1")
+            await expect(page.locator("#audit")).to_contain_text("replay")
 
             # Replay all: counted first, said in the confirmation, replayed only once confirmed.
             asked: list[str] = []
