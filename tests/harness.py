@@ -15,10 +15,15 @@ from typing import Any
 import asyncpg
 import httpx
 import uvicorn
+from arq.cron import cron
 from asgi_lifespan import LifespanManager
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.settings import Settings
+from db.models import CronRun
+from jobs.cron import sweep_cron
 from jobs.worker import close_worker, create_worker
 from mailroom.fake_nylas import API_KEY
 from service.app import create_app
@@ -124,3 +129,36 @@ async def poll_until(predicate: Callable[[], object], *, what: str, within: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+@dataclass(frozen=True)
+class CronTicks:
+    runs: list[CronRun]  # in tick order
+    jobs_completed: int  # by both workers together
+    elapsed: float
+
+
+async def sweep_ticking_on_two_workers(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], *, ticks: int, within: float
+) -> CronTicks:
+    """Two workers with the sweeper scheduled every second, until `ticks` ticks are recorded (or fail the test)."""
+    every_second = [cron(sweep_cron, name="cron:sweep", second=set(range(60)), run_at_startup=False)]
+    workers = [create_worker(settings, handle_signals=False, cron_jobs=every_second, poll_delay=0.05) for _ in "ab"]
+    tasks = [asyncio.create_task(w.async_run()) for w in workers]
+    started = time.time()
+
+    async def recorded() -> list[CronRun]:
+        async with sessionmaker() as session:
+            return list((await session.execute(select(CronRun).order_by(CronRun.tick_at))).scalars())
+
+    try:
+        deadline = time.monotonic() + within
+        while len(runs := await recorded()) < ticks:
+            assert time.monotonic() < deadline, f"only {len(runs)} ticks in {within} s"
+            await asyncio.sleep(0.1)
+    finally:
+        for worker in workers:
+            await close_worker(worker)
+        await asyncio.gather(*tasks, return_exceptions=True)
+    elapsed = time.time() - started
+    return CronTicks(await recorded(), sum(w.jobs_complete for w in workers), elapsed)

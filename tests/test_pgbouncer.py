@@ -4,10 +4,8 @@ work, and neither PostgreSQL nor PgBouncer logs an error."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
-import time
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from typing import Any
 
@@ -15,19 +13,16 @@ import asyncpg
 import pytest
 import structlog
 from arq.connections import ArqRedis
-from arq.cron import cron
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker
 from db.models import CronRun
-from jobs.cron import sweep_cron
-from jobs.worker import close_worker, create_worker
 from mailroom.fake_nylas import FakeNylas, FakeNylasServer
 from tests import helpers
 from tests.commands import mailroom
-from tests.harness import Servers, api_in_process, drain, make_settings
+from tests.harness import Servers, api_in_process, drain, make_settings, sweep_ticking_on_two_workers
 from tests.notifications import envelope, message, post, truncated
 from tests.servers import PgBouncer, TcpPostgres, pgbouncer, tcp_postgres
 
@@ -173,25 +168,7 @@ async def test_two_workers_tick_each_cron_once_and_keep_ticking_behind_pgbouncer
     settings, sessionmaker = through_pgbouncer, bounced_sessions
     backend, bouncer = bounced
     await helpers.truncate_all(sessionmaker)
-    every_second = [cron(sweep_cron, name="cron:sweep", second=set(range(60)), run_at_startup=False)]
-    workers = [create_worker(settings, handle_signals=False, cron_jobs=every_second, poll_delay=0.05) for _ in "ab"]
-    tasks = [asyncio.create_task(w.async_run()) for w in workers]
-
-    async def ticks() -> list[CronRun]:
-        async with sessionmaker() as session:
-            return list((await session.execute(select(CronRun).order_by(CronRun.tick_at))).scalars())
-
-    try:
-        deadline = time.monotonic() + 20
-        while len(runs := await ticks()) < 4:
-            assert time.monotonic() < deadline, f"only {len(runs)} ticks in 20 s"
-            await asyncio.sleep(0.1)
-    finally:
-        for worker in workers:
-            await close_worker(worker)
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    runs = await ticks()
+    runs = (await sweep_ticking_on_two_workers(settings, sessionmaker, ticks=4, within=20)).runs
     seconds = [run.tick_at.timestamp() for run in runs]
     assert all(b - a == 1 for a, b in itertools.pairwise(seconds)), "each tick once, none skipped"
     assert all(run.finished_at is not None and run.error is None for run in runs[:-1])

@@ -12,19 +12,18 @@ from typing import Any
 import httpx
 import pytest
 from arq.connections import ArqRedis
-from arq.cron import cron
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.settings import Settings
-from db.models import CronRun, StageRun
-from jobs.cron import run_once, sweep_cron
+from db.models import StageRun
+from jobs.cron import run_once
 from jobs.sync import sync_recent_emails
-from jobs.worker import build_context, close_context, close_worker, create_worker
+from jobs.worker import build_context, close_context
 from mailroom.fake_nylas import FakeNylas
 from tests import helpers
 from tests.commands import mailroom
-from tests.harness import drain, running_api
+from tests.harness import drain, running_api, sweep_ticking_on_two_workers
 from tests.notifications import envelope, message, post
 
 
@@ -132,47 +131,19 @@ async def test_a_tick_runs_once_even_when_its_job_runs_twice(
 
 
 async def test_two_workers_run_each_cron_tick_once(
-    settings: Settings, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
-    every_second = [cron(sweep_cron, name="cron:sweep", second=set(range(60)), run_at_startup=False)]
-    workers = [create_worker(settings, handle_signals=False, cron_jobs=every_second, poll_delay=0.05) for _ in "ab"]
-    tasks = [asyncio.create_task(w.async_run()) for w in workers]
-    started = time.time()
-
-    async def ticks() -> int:
-        async with sessionmaker() as session:
-            return int(await session.scalar(select(func.count()).select_from(CronRun)) or 0)
-
-    count = 0
-
-    async def three_ticks() -> bool:
-        nonlocal count
-        count = await ticks()
-        return count >= 3
-
-    try:
-        deadline = time.monotonic() + 15
-        while not await three_ticks():
-            assert time.monotonic() < deadline, f"only {count} ticks in 15 s"
-            await asyncio.sleep(0.1)
-    finally:
-        for worker in workers:
-            await close_worker(worker)
-        await asyncio.gather(*tasks, return_exceptions=True)
-    elapsed = time.time() - started
-
-    async with sessionmaker() as session:
-        runs = list((await session.execute(select(CronRun).order_by(CronRun.tick_at))).scalars())
+    ticked = await sweep_ticking_on_two_workers(settings, sessionmaker, ticks=3, within=15)
+    runs = ticked.runs
     ticks_seen = [run.tick_at.timestamp() for run in runs]
     assert len(ticks_seen) == len(set(ticks_seen))
-    assert len(runs) <= elapsed + 1, "no more runs than ticks"
+    assert len(runs) <= ticked.elapsed + 1, "no more runs than ticks"
     assert all(b - a == 1 for a, b in itertools.pairwise(ticks_seen)), "no tick skipped"
     # The shutdown may cancel the tick that was running when it came; every earlier one finished cleanly.
     assert all(run.finished_at is not None and run.error is None for run in runs[:-1])
     # A tick's job run twice would complete twice ("tick already ran") but add no row; the last tick's job may
     # have been cancelled by the shutdown before arq counted it.
-    completed = sum(w.jobs_complete for w in workers)
-    assert len(runs) - 1 <= completed <= len(runs), "each tick's job ran once across both workers"
+    assert len(runs) - 1 <= ticked.jobs_completed <= len(runs), "each tick's job ran once across both workers"
 
 
 async def test_cron_sync_finds_messages_no_webhook_brought(
