@@ -227,6 +227,20 @@ async def stuck(session: AsyncSession, *, older_than: datetime, limit: int) -> l
     return [(row[0], row[1]) for row in await session.execute(stmt)]
 
 
+async def waiting(
+    session: AsyncSession, *, stage: str | None = None, grant_id: str | None = None, limit: int
+) -> list[tuple[int, str]]:
+    """Emails waiting for a stage (this one, of this grant), to queue again when an operator's pause ends."""
+    stmt = select(Email.id, Email.pipeline_state).where(
+        Email.pipeline_state.in_((stage,) if stage else (PipelineState.CLASSIFY, PipelineState.ACT)),
+        Email.dead_at.is_(None),
+        Email.parked_at.is_(None),
+    )
+    if grant_id is not None:
+        stmt = stmt.where(Email.grant_id == grant_id)
+    return [(row[0], row[1]) for row in await session.execute(stmt.order_by(Email.id).limit(limit))]
+
+
 async def dead(session: AsyncSession, *, limit: int) -> list[Email]:
     """Dead letters among emails, most recently dead first."""
     stmt = select(Email).where(Email.dead_at.is_not(None)).order_by(Email.dead_at.desc()).limit(limit)

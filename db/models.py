@@ -169,6 +169,19 @@ class Grant(Base):
     __table_args__ = (CheckConstraint(f"status IN {GRANT_STATUSES!r}", name="status"),)
 
 
+class Pause(Base):
+    """An operator's pause, honoured by every worker within seconds: everything, one grant, or one stage."""
+
+    __tablename__ = "pauses"
+
+    scope: Mapped[str] = mapped_column(Text, primary_key=True)  # all, grant, stage
+    target: Mapped[str] = mapped_column(Text, primary_key=True, server_default="")  # the grant or stage; "" for all
+    paused_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    paused_by: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (CheckConstraint("scope IN ('all', 'grant', 'stage')", name="scope"),)
+
+
 class AuditEntry(Base):
     """An operator's action (replay, purge, erase) or a refused sign-in: when, who, what filter, how many rows."""
 
@@ -286,6 +299,7 @@ __all__ = [
     "CronRun",
     "Email",
     "Grant",
+    "Pause",
     "StageRun",
     "WebhookDestination",
     "WebhookEvent",

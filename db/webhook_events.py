@@ -209,6 +209,14 @@ async def stuck(
     return list((await session.execute(stmt)).scalars())
 
 
+async def waiting_for(session: AsyncSession, *, grant_id: str | None, limit: int) -> list[int]:
+    """Events not yet processed (of this grant), to queue again when an operator's pause ends."""
+    stmt = select(WebhookEvent.id).where(WebhookEvent.status.in_(RUNNABLE))
+    if grant_id is not None:
+        stmt = stmt.where(WebhookEvent.grant_id == grant_id)
+    return list((await session.execute(stmt.order_by(WebhookEvent.id).limit(limit))).scalars())
+
+
 async def search(
     session: AsyncSession,
     *,
@@ -363,7 +371,9 @@ _CLAIM_NEXT = text(
     f"""
     {_CLAIM_SET}
     WHERE id IN (
-        SELECT id FROM webhook_events WHERE status = 'received' OR {_LEFT_BY_A_KILLED_RUN}
+        SELECT id FROM webhook_events
+        WHERE (status = 'received' OR {_LEFT_BY_A_KILLED_RUN})
+          AND (grant_id IS NULL OR grant_id <> ALL(CAST(:paused_grants AS text[])))
         ORDER BY updated_at LIMIT :limit
         FOR UPDATE SKIP LOCKED
     )
@@ -375,10 +385,12 @@ WAITING_CHANNEL = "mailroom_events"
 _NOTIFY = text(f"SELECT pg_notify('{WAITING_CHANNEL}', '')")
 
 
-async def claim_next(session: AsyncSession, *, limit: int, stale_after_s: float) -> list[ClaimedEvent]:
+async def claim_next(
+    session: AsyncSession, *, limit: int, stale_after_s: float, paused_grants: Sequence[str] = ()
+) -> list[ClaimedEvent]:
     """Claim up to `limit` events waiting for the batch worker (status `received`, or held by a run that has been
-    gone for `stale_after_s`), oldest first."""
-    params = {"limit": limit, "stale_s": float(stale_after_s)}
+    gone for `stale_after_s`), oldest first; the events of `paused_grants` (an operator's pause) wait."""
+    params = {"limit": limit, "stale_s": float(stale_after_s), "paused_grants": list(paused_grants)}
     return [ClaimedEvent(*row) for row in await execute_core(session, _CLAIM_NEXT, params)]
 
 

@@ -31,8 +31,11 @@ INLINE_SHARE = 0.25
 async def run_as_job(ctx: dict[str, Any], body: StageBody, stage: str, email_id: int, force: bool) -> str:
     """A stage's job (classify_email.classify, act_on_email.act): the stage, then the rest of the chain."""
     started = time.monotonic()
+    jc = JobContext.from_ctx(ctx)
+    if (await jc.pauses.current()).stage(stage):
+        return "paused"  # the email waits at this stage; resuming queues it again (jobs/pausing.py)
     with tracing.span(f"mailroom.{stage}", attributes={"mailroom.email_id": email_id}):
-        outcome = await body(StageCall(JobContext.from_ctx(ctx), email_id, ctx.get("job_id"), force))
+        outcome = await body(StageCall(jc, email_id, ctx.get("job_id"), force))
     if outcome == "succeeded":
         await carry_on(ctx, NEXT[stage], email_id, started=started)
     return outcome
@@ -43,6 +46,8 @@ async def carry_on(ctx: dict[str, Any], stage: str, email_id: int, *, started: f
     jc = JobContext.from_ctx(ctx)
     budget = jc.settings.job_timeout * INLINE_SHARE
     while stage in jc.stages:
+        if (await jc.pauses.current()).stage(stage):
+            return  # an operator paused it: the email waits at this stage until resumed
         if not jc.settings.chain_inline or time.monotonic() - started > budget:
             await enqueue_stage(jc.queue, stage, email_id)
             return

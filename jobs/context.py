@@ -15,6 +15,7 @@ from jobs.classifier import Classifier
 from jobs.heartbeat import Heartbeat
 from jobs.message_fetch import Fetcher
 from jobs.nylas_client import NylasGateway
+from jobs.pausing import PauseWatch
 from jobs.rules import RulesConfig
 from jobs.throttle import GrantThrottle
 
@@ -37,6 +38,7 @@ class JobContext:
     classifier: Classifier
     metrics: Metrics
     heartbeat: Heartbeat
+    pauses: PauseWatch  # operators' pauses (jobs/pausing.py)
     # The email stages by name, for the chain to run the next one inline (the worker composes them).
     stages: Mapping[str, StageBody]
 

@@ -45,6 +45,9 @@ async def process_event(ctx: dict[str, Any], event_id: int) -> str:
         event = await webhook_events.get(session, event_id)
     if event is None or event.status not in webhook_events.RUNNABLE:
         return "skipped"
+    paused = await jc.pauses.current()
+    if paused.grant(event.grant_id) or paused.stage("process"):
+        return "paused"  # it waits, no try spent; resuming queues it again (jobs/pausing.py)
     # In the trace of the request that stored it, however late (a retry, a replay, a sweep) it runs.
     waited = (datetime.now(UTC) - event.received_at).total_seconds()
     attributes = {

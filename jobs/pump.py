@@ -44,6 +44,8 @@ IN_FLIGHT_PER_CONNECTION = 4
 # costs the server a refused connection), and the log says so once, then every OUTAGE_REMINDER_S.
 OUTAGE_MAX_PAUSE_S = 5.0
 OUTAGE_REMINDER_S = 60.0
+# While an operator's pause holds every claim, runners look again this often (a pause is read every 2 s anyway).
+PAUSED_POLL_S = 1.0
 # A failed LISTEN is tried again this often, not on every idle moment (runners poll meanwhile).
 LISTEN_RETRY_S = 30.0
 
@@ -148,6 +150,16 @@ class Pump:
 
     async def _one(self, ctx: dict[str, Any]) -> int:
         """Claim and run one batch; 0 when nothing was waiting."""
+        # Read before the room below: between that and the reservation no other runner may run (no await).
+        try:
+            paused = await self._jc.pauses.current()
+        except DatabaseError as exc:
+            self._pause = self._outage.failed(exc)
+            return 0
+        # A paused process or classify stage holds every claim: the batch runs both for what it claims.
+        if paused.everything or {"process", "classify"} & paused.stages:
+            self._pause = PAUSED_POLL_S
+            return 0
         room = self._most_in_flight - self._in_flight
         if room <= 0:
             self._starved = True  # woken when a batch under way finishes
@@ -157,7 +169,9 @@ class Pump:
         stale_s = self._settings.job_timeout + 10
 
         def take(session: AsyncSession) -> Awaitable[list[ClaimedEvent]]:
-            return webhook_events.claim_next(session, limit=limit, stale_after_s=stale_s)
+            return webhook_events.claim_next(
+                session, limit=limit, stale_after_s=stale_s, paused_grants=sorted(paused.grants)
+            )
 
         # Reserved before the claim: runners claim side by side, and each must see the others' share.
         self._in_flight += limit

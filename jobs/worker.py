@@ -30,6 +30,7 @@ from jobs.cron import retention_cron, sweep_cron, sync_cron, webhook_health_cron
 from jobs.heartbeat import Heartbeat
 from jobs.message_fetch import Fetcher, HttpFetcher, SdkFetcher
 from jobs.nylas_client import NylasGateway
+from jobs.pausing import PauseWatch
 from jobs.process_batch import process_events
 from jobs.process_event import process_event
 from jobs.pump import Pump
@@ -75,10 +76,12 @@ def build_context(settings: Settings, queue: ArqRedis, *, application_name: str 
         if settings.nylas_fetch == "sdk"
         else HttpFetcher(gateway.client, connections=settings.nylas_connections, metrics=metrics)
     )
+    sessionmaker = create_sessionmaker(engine)
     return JobContext(
         settings=settings,
         engine=engine,
-        sessionmaker=create_sessionmaker(engine),
+        sessionmaker=sessionmaker,
+        pauses=PauseWatch(sessionmaker),
         nylas=gateway,
         fetcher=fetcher,
         queue=queue,

@@ -309,6 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
         on_servers(inspect_cli.run_purge),
     )
     inspect_cli.add_purge_arguments(purge)
+    paused = command(
+        "pause",
+        "pause everything, one grant or one stage; every worker holds it within seconds (mailroom resume ends it)",
+        on_servers(ops.run_pause),
+    )
+    ops.add_pause_arguments(paused)
+    resumed = command(
+        "resume",
+        "end a pause; what waited for it is queued again and goes on where it stopped",
+        on_servers(ops.run_resume),
+    )
+    ops.add_pause_arguments(resumed)
     trail = command(
         "audit",
         "the audit trail: who replayed, purged or erased what (and how many rows), and refused sign-ins",

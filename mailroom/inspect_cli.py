@@ -17,7 +17,7 @@ from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.settings import Settings
-from db import audit, emails, webhook_destinations, webhook_events
+from db import audit, emails, pauses, webhook_destinations, webhook_events
 from db.audit import cli_operator
 from db.engine import create_engine, create_sessionmaker
 from db.uow import read_session, unit_of_work
@@ -188,13 +188,17 @@ async def run_stats(settings: Settings, args: argparse.Namespace, out: Console) 
         counts = await queue_depth(queue, settings.queue_name, sessionmaker, batch_worker=settings.batch_worker)
         async with read_session(sessionmaker) as session:
             destinations = await webhook_destinations.all_destinations(session)
+            paused = await pauses.all_pauses(session)
     depth = counts.pop("queue")
     nylas = [
         {"id": d.id, "status": d.status, "unhealthy_since": d.unhealthy_since, "checked_at": d.checked_at}
         for d in destinations
     ]
     if args.json:
-        out.print(orjson.dumps({"queue": depth, **counts, "nylas_webhooks": nylas}).decode(), markup=False)
+        held = [{"scope": p.scope, "target": p.target, "since": p.paused_at, "by": p.paused_by} for p in paused]
+        out.print(
+            orjson.dumps({"queue": depth, **counts, "nylas_webhooks": nylas, "pauses": held}).decode(), markup=False
+        )
         return 0
     _show(out, [depth], as_json=False, title="queue")
     _show(out, [counts["events"]], as_json=False, title="events by status (open work)")
@@ -210,6 +214,11 @@ async def run_stats(settings: Settings, args: argparse.Namespace, out: Console) 
         as_json=False,
         title="dead letters and parked",
     )
+    for p in paused:
+        what = "everything" if p.scope == "all" else f"{p.scope} {p.target}"
+        out.print(
+            f"[bold yellow]paused: {what}[/] since {p.paused_at:%Y-%m-%d %H:%M} UTC by {p.paused_by} (mailroom resume)"
+        )
     for d in destinations:
         if d.status != "active":
             since = f" since {d.unhealthy_since:%Y-%m-%d %H:%M} UTC" if d.unhealthy_since else ""
@@ -263,7 +272,11 @@ async def run_purge(settings: Settings, args: argparse.Namespace, out: Console) 
 
 def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=50, help="how many entries, newest first (default 50)")
-    parser.add_argument("--action", choices=["replay", "purge", "erase", "sign_in_refused"], help="only this action")
+    parser.add_argument(
+        "--action",
+        choices=["pause", "resume", "replay", "purge", "erase", "sign_in_refused"],
+        help="only this action",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON array")
 
 

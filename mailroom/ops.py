@@ -193,3 +193,56 @@ async def run_erase(settings: Settings, args: argparse.Namespace, out: Console) 
             )
     out.print(f"erased {erased.emails} emails, {erased.events} notifications and {erased.actions} actions")
     return 0
+
+
+def add_pause_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="everything: no claim, no stage runs")
+    which.add_argument("--grant", metavar="G", help="one grant: its notifications wait unprocessed")
+    which.add_argument(
+        "--stage", choices=["process", "classify", "act"], help="one stage: emails wait at it (act: a kill switch)"
+    )
+
+
+def _scope(args: argparse.Namespace) -> tuple[str, str]:
+    if args.all:
+        return "all", ""
+    if args.grant:
+        return "grant", args.grant
+    return "stage", args.stage
+
+
+async def run_pause(settings: Settings, args: argparse.Namespace, out: Console) -> int:
+    from jobs import pausing
+    from mailroom.inspect_cli import connections
+
+    scope, target = _scope(args)
+    async with connections(settings, "pause") as (_, sessionmaker):
+        done = await pausing.pause(sessionmaker, scope=scope, target=target, who=audit.cli_operator())
+    what = "everything" if scope == "all" else f"{scope} {target}"
+    out.print(
+        f"paused {what}: every worker holds it within {pausing.REFRESH_S:g} s" if done else f"{what} was paused already"
+    )
+    return 0
+
+
+async def run_resume(settings: Settings, args: argparse.Namespace, out: Console) -> int:
+    from jobs import pausing
+    from mailroom.inspect_cli import connections
+
+    scope, target = _scope(args)
+    async with connections(settings, "resume") as (queue, sessionmaker):
+        queued = await pausing.resume(
+            sessionmaker,
+            queue,
+            scope=scope,
+            target=target,
+            who=audit.cli_operator(),
+            batch_worker=settings.batch_worker,
+        )
+    what = "everything" if scope == "all" else f"{scope} {target}"
+    if queued is None:
+        out.print(f"{what} was not paused")
+        return 1
+    out.print(f"resumed {what}; {queued} waiting emails and events queued again")
+    return 0

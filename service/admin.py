@@ -16,7 +16,7 @@ from db import actions, audit, emails, erasure, stage_runs, webhook_events
 from db.errors import DatabaseError, translate_errors
 from db.models import Email, StageRun, WebhookEvent
 from db.uow import read_session, unit_of_work
-from jobs import arq_storage
+from jobs import arq_storage, pausing
 from jobs.replay import ReplayFilter, replay
 from service.auth import admin
 from service.body_limits import ADMIN_BODY_LIMIT, read_limited
@@ -355,3 +355,47 @@ async def erase_grant(request: Request) -> Response:
             "actions": erased.actions,
         }
     )
+
+
+async def _scope_body(request: Request) -> tuple[str, str]:
+    try:
+        body = orjson.loads(await read_limited(request, ADMIN_BODY_LIMIT) or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("the body must be a JSON object") from exc
+    if not isinstance(body, dict) or set(body) - {"scope", "target"}:
+        raise BadRequest('the body must be {"scope": "all"|"grant"|"stage", "target": "..."}')
+    scope, target = _body_str(body, "scope") or "", _body_str(body, "target") or ""
+    try:
+        pausing.check_scope(scope, target)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    return scope, target
+
+
+@admin
+async def pause(request: Request) -> Response:
+    """Body: {"scope": "all"|"grant"|"stage", "target": grant id or stage}. Every worker holds it within seconds."""
+    resources: Resources = request.state.resources
+    scope, target = await _scope_body(request)
+    with database():
+        done = await pausing.pause(resources.sessionmaker, scope=scope, target=target, who=request.state.operator)
+    return JSONResponse({"paused": done, "scope": scope, "target": target})
+
+
+@admin
+async def resume(request: Request) -> Response:
+    """Body as for /pause. What waited is queued again; 409 when it was not paused."""
+    resources: Resources = request.state.resources
+    scope, target = await _scope_body(request)
+    with database():
+        queued = await pausing.resume(
+            resources.sessionmaker,
+            resources.queue,
+            scope=scope,
+            target=target,
+            who=request.state.operator,
+            batch_worker=resources.settings.batch_worker,
+        )
+    if queued is None:
+        return JSONResponse({"error": "not_paused", "detail": f"{scope} {target} was not paused".strip()}, 409)
+    return JSONResponse({"resumed": True, "scope": scope, "target": target, "queued": queued})

@@ -78,6 +78,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/events/{event_id}/replay", admin.replay_event, methods=["POST"]),
         Route("/replay", admin.bulk_replay, methods=["POST"]),
         Route("/erase", admin.erase_grant, methods=["POST"]),
+        Route("/pause", admin.pause, methods=["POST"]),
+        Route("/resume", admin.resume, methods=["POST"]),
         *dashboard.routes(),
     ]
     return Starlette(

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from db import audit, cron_runs, emails, webhook_destinations, webhook_events
+from db import audit, cron_runs, emails, pauses, webhook_destinations, webhook_events
 from db.models import AuditEntry
 from db.uow import read_session
 from jobs.heartbeat import live_workers
@@ -112,6 +112,7 @@ async def overview(request: Request) -> Response:
             dead_emails = await emails.dead(session, limit=50)
             destinations = await webhook_destinations.all_destinations(session)
             trail = await audit.latest(session, limit=20)
+            paused = await pauses.all_pauses(session)
     dead: list[dict[str, Any]] = [{"kind": "event", **event_summary(e)} for e in dead_events]
     dead += [{"kind": "email", **email_view(e, reveal=reveal)} for e in dead_emails]
     succeeded = {
@@ -149,6 +150,10 @@ async def overview(request: Request) -> Response:
             "dead_letters": dead,
             "nylas_webhooks": nylas_webhooks,
             "audit": [audit_view(entry) for entry in trail],
+            "pauses": [
+                {"scope": p.scope, "target": p.target, "since": p.paused_at.isoformat(), "by": p.paused_by}
+                for p in paused
+            ],
         }
     )
 

@@ -57,6 +57,28 @@ _EVENT_ID = {
 }
 # PostgreSQL text cannot hold U+0000, so parameters that reach a query may not either (a 400 says so).
 _TEXT = {"type": "string", "pattern": "^[^\\u0000]*$"}
+_PAUSE = {
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {"scope": {"const": "all"}},
+            "required": ["scope"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {"scope": {"const": "grant"}, "target": {**_TEXT, "minLength": 1}},
+            "required": ["scope", "target"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {"scope": {"const": "stage"}, "target": {"enum": ["process", "classify", "act"]}},
+            "required": ["scope", "target"],
+            "additionalProperties": False,
+        },
+    ]
+}
 _ID = {"type": "integer", "minimum": 1, "maximum": 9223372036854775807}
 _AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 
@@ -244,6 +266,36 @@ SPEC: dict[str, Any] = {
                     },
                 },
                 "responses": {"200": {"description": "counts"}, **_errors(400, 401, 413, 429, 503)},
+            }
+        },
+        "/pause": {
+            "post": {
+                "summary": "Pause everything, a grant or a stage; every worker holds it within seconds",
+                "security": _AUTH,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _PAUSE}}},
+                "responses": {"200": {"description": "paused (or was already)"}, **_errors(400, 401, 413, 429, 503)},
+            }
+        },
+        "/resume": {
+            "post": {
+                "summary": "End a pause; what waited is queued again",
+                "security": _AUTH,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _PAUSE}}},
+                "responses": {
+                    "200": {"description": "resumed, with how many were queued again"},
+                    **_errors(400, 401, 409, 413, 429, 503),
+                },
+            }
+        },
+        "/audit": {
+            "get": {
+                "summary": "The audit trail, newest first",
+                "security": _AUTH,
+                "parameters": [
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    {"name": "action", "in": "query", "schema": _TEXT},
+                ],
+                "responses": {"200": {"description": "entries"}, **_errors(400, 401, 429, 503)},
             }
         },
         "/api/overview": {

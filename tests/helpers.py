@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.settings import Settings
-from db.models import Email, Grant, WebhookDestination, WebhookEvent
+from db.models import Email, Grant, Pause, WebhookDestination, WebhookEvent
 from jobs import arq_storage
 from jobs.sweep import sweep
 from jobs.worker import build_context, close_context
@@ -44,9 +44,14 @@ async def truncate_all(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         await session.execute(
             text(
                 "TRUNCATE webhook_events, emails, grants, stage_runs, actions, cron_runs, webhook_destinations, "
-                "audit_log RESTART IDENTITY CASCADE"
+                "audit_log, pauses RESTART IDENTITY CASCADE"
             )
         )
+
+
+async def pauses(sessionmaker: async_sessionmaker[AsyncSession]) -> list[Pause]:
+    async with sessionmaker() as session:
+        return list((await session.execute(select(Pause).order_by(Pause.paused_at))).scalars())
 
 
 async def destinations(sessionmaker: async_sessionmaker[AsyncSession]) -> list[WebhookDestination]:

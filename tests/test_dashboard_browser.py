@@ -99,7 +99,11 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             await expect(replay).to_have_count(1, timeout=10_000)
 
             # A replay refused says why, and keeps saying it when the panel is drawn again.
-            await page.locator("#events tr.clickable", has_text="processed").first.click()
+            processed_row = page.locator("#events tr.clickable", has_text="urgent1")
+            await processed_row.click()
+            await expect(page.locator("#detail")).to_contain_text(
+                f"event {await processed_row.get_attribute('data-id')}"
+            )
             await page.click("#detail-replay")
             refused = page.locator("#detail .refused")
             await expect(refused).to_contain_text("nothing dead here")
@@ -124,6 +128,17 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             # The audit trail: the row's replay, by this dashboard session.
             await expect(page.locator("#audit")).to_contain_text("dashboard@127.0.0.1")
             await expect(page.locator("#audit")).to_contain_text("replay")
+
+            # Pause a stage from the dashboard (stored in PostgreSQL for every worker), then resume it.
+            await page.select_option("#pause-scope", "stage")
+            await page.fill("#pause-target", "act")
+            await page.click("#pause-button")
+            await expect(page.locator("#pauses")).to_contain_text("paused: stage act")
+            assert [(p.scope, p.target) for p in await helpers.pauses(sessionmaker)] == [("stage", "act")]
+            await page.click("#pauses button.resume")
+            await expect(page.locator("#pauses")).to_contain_text("nothing paused")
+            assert await helpers.pauses(sessionmaker) == []
+            await expect(page.locator("#audit")).to_contain_text("resume")
 
             # Replay all: counted first, said in the confirmation, replayed only once confirmed.
             asked: list[str] = []

@@ -16,6 +16,7 @@ API_MAY_IMPORT_FROM_JOBS = {
     "jobs.queue_depth",
     "jobs.heartbeat",
     "jobs.replay",
+    "jobs.pausing",
 }
 
 
