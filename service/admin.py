@@ -114,6 +114,14 @@ def _event_id(request: Request) -> int:
     return event_id
 
 
+async def json_body(request: Request) -> Any:
+    """The request's JSON (`{}` when empty), or a 400 that says the body must be a JSON object."""
+    try:
+        return orjson.loads(await read_limited(request, ADMIN_BODY_LIMIT) or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("the body must be a JSON object") from exc
+
+
 def _body_str(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
     if key in body and not isinstance(value, str):
@@ -280,10 +288,7 @@ async def bulk_replay(request: Request) -> Response:
     """Body: {"stage", "grant", "since", "until", "error", "events": [ids], "emails": [ids], "force", "all",
     "dry_run" (default true: count first)}. Replaying with no filter at all needs `"all": true`."""
     resources: Resources = request.state.resources
-    try:
-        body = orjson.loads(await read_limited(request, ADMIN_BODY_LIMIT) or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest("the body must be a JSON object") from exc
+    body = await json_body(request)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     stage = body.get("stage")
@@ -328,10 +333,7 @@ async def erase_grant(request: Request) -> Response:
     """Body: {"grant": G, "dry_run" (default true: count first)}. An erasure request: the grant's mail content goes
     from every table; ids, states and counts stay."""
     resources: Resources = request.state.resources
-    try:
-        body = orjson.loads(await read_limited(request, ADMIN_BODY_LIMIT) or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest("the body must be a JSON object") from exc
+    body = await json_body(request)
     if not isinstance(body, dict) or set(body) - {"grant", "dry_run"}:
         raise BadRequest('the body must be {"grant": "...", "dry_run": true|false}')
     grant_id = _body_str(body, "grant")
@@ -358,10 +360,7 @@ async def erase_grant(request: Request) -> Response:
 
 
 async def _scope_body(request: Request) -> tuple[str, str]:
-    try:
-        body = orjson.loads(await read_limited(request, ADMIN_BODY_LIMIT) or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest("the body must be a JSON object") from exc
+    body = await json_body(request)
     if not isinstance(body, dict) or set(body) - {"scope", "target"}:
         raise BadRequest('the body must be {"scope": "all"|"grant"|"stage", "target": "..."}')
     scope, target = _body_str(body, "scope") or "", _body_str(body, "target") or ""
