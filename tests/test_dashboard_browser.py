@@ -157,6 +157,13 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             await expect(events.locator(".pill.s-dead")).to_have_count(0, timeout=10_000)
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+            # Nothing wider than the screen, on a laptop and on a phone.
+            for width, name in ((1366, "dashboard.png"), (390, "dashboard-phone.png")):
+                await page.set_viewport_size({"width": width, "height": 900})
+                await expect(page.locator("#audit")).to_be_visible()
+                overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                assert overflow <= 0, f"the page is {overflow} px wider than a {width} px screen"
+                await page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
             # Logging out revokes the session: the page comes back to the login form.
             await page.click("#logout")
