@@ -241,6 +241,24 @@ async def waiting(
     return [(row[0], row[1]) for row in await session.execute(stmt.order_by(Email.id).limit(limit))]
 
 
+async def end_states(session: AsyncSession, messages: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Where each (grant, message)'s email is: its pipeline state, or `dead at <stage>` / `parked at <stage>`."""
+    if not messages:
+        return {}
+    grant_ids = sorted({g for g, _ in messages})
+    message_ids = sorted({m for _, m in messages})
+    stmt = select(Email.grant_id, Email.message_id, Email.pipeline_state, Email.dead_at, Email.parked_at).where(
+        Email.grant_id.in_(grant_ids), Email.message_id.in_(message_ids)
+    )
+    asked, found = set(messages), {}
+    for grant_id, message_id, state, dead_at, parked_at in await session.execute(stmt):
+        if (grant_id, message_id) in asked:
+            found[(grant_id, message_id)] = (
+                f"dead at {state}" if dead_at else f"parked at {state}" if parked_at else str(state)
+            )
+    return found
+
+
 async def dead(session: AsyncSession, *, limit: int) -> list[Email]:
     """Dead letters among emails, most recently dead first."""
     stmt = select(Email).where(Email.dead_at.is_not(None)).order_by(Email.dead_at.desc()).limit(limit)

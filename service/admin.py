@@ -231,7 +231,12 @@ async def list_events(request: Request) -> Response:
                 before_id=before,
                 limit=limit,
             )
-    items = [event_summary(e) for e in found]
+            # The email's own end: an event `processed` whose email died at act must not look done.
+            keys = [
+                (e.grant_id, e.object_id) for e in found if e.grant_id and e.object_id and e.type.startswith("message.")
+            ]
+            states = await emails.end_states(session, keys)
+    items = [{**event_summary(e), "email_state": states.get((e.grant_id or "", e.object_id or ""))} for e in found]
     next_before = items[-1]["id"] if len(items) == limit else None
     return JSONResponse({"items": items, "next_before": next_before})
 

@@ -80,6 +80,10 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             events = page.locator("#events")
             await expect(events).to_contain_text("processed")
             await expect(events).to_contain_text("dead")
+            # urgent1's event was processed, but its email died at act: the row says so, in red.
+            urgent_row = events.locator("tr.clickable", has_text="urgent1")
+            await expect(urgent_row.locator(".email-state")).to_have_text("email dead at act")
+            await expect(urgent_row.locator(".pill.s-dead")).to_have_count(1)
             assert "Lunch" not in await page.content(), "email content is masked until revealed"
 
             await page.locator("#events tr.clickable", has_text="dead1").click()
