@@ -5,6 +5,7 @@ Uses Debian's Chromium (no browser download). Skipped, loudly, only where no Chr
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from pathlib import Path
@@ -88,6 +89,13 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
 
             await page.locator("#events tr.clickable", has_text="dead1").click()
             await expect(page.locator("#detail")).to_contain_text("retrying")
+            # Each run's duration, and its traceback a click away.
+            await expect(page.locator("#detail td.took").first).to_contain_text(" ms")
+            dead_try = page.locator("#detail details.traceback")  # the third try's, which died
+            await expect(dead_try).to_have_count(1)
+            await expect(dead_try.locator("pre")).to_be_hidden()
+            await dead_try.locator("summary").click()
+            await expect(dead_try.locator("pre")).to_contain_text("Traceback")
 
             # The dead email's own button replays that email only: the dead event stays dead.
             replay = page.locator("#dead button.replay")
@@ -150,6 +158,16 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             async def confirm(dialog: Any) -> None:
                 asked.append(dialog.message)
                 await dialog.accept()
+
+            # Replay by filter: the count first; declined, nothing is replayed.
+            page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.dismiss()))
+            await page.select_option("#filter-stage", "process")
+            await page.fill("#filter-error", "503")
+            await page.click("#filter-replay")
+            await expect(page.locator("#filter-said")).to_have_text(
+                "1 dead events and 0 dead email stages match; not replayed"
+            )
+            assert [e.status for e in await helpers.events(sessionmaker)].count("dead") == 1
 
             page.on("dialog", confirm)
             await page.click("#replay-all")
