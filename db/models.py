@@ -162,6 +162,8 @@ class Grant(Base):
     # Set when Nylas refused the grant's credentials (401/403) or sent grant.expired; cleared by grant.updated.
     paused_at: Mapped[datetime | None] = mapped_column(Timestamp)
     paused_reason: Mapped[str | None] = mapped_column(Text)
+    # An operator's Nylas call rate for this grant (calls a second); NULL: MAILROOM_NYLAS_RATE_PER_GRANT.
+    nylas_rate: Mapped[int | None] = mapped_column(Integer)
     deleted_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())

@@ -1,21 +1,24 @@
-"""Repository for ``pauses``: what an operator paused (everything, a grant, a stage) and who did."""
+"""Repository for operators' controls: ``pauses`` (everything, a grant, a stage, and who paused it) and the grants'
+Nylas call rates set at runtime (``grants.nylas_rate``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Pause
+from db.models import Grant, Pause
 
 
 @dataclass(frozen=True)
-class Paused:
+class Controls:
     everything: bool = False
     grants: frozenset[str] = frozenset()
     stages: frozenset[str] = frozenset()
+    rates: Mapping[str, int] = field(default_factory=dict)  # grant -> calls a second, where an operator set one
 
     def stage(self, stage: str) -> bool:
         return self.everything or stage in self.stages
@@ -40,10 +43,18 @@ async def all_pauses(session: AsyncSession) -> list[Pause]:
     return list((await session.execute(select(Pause).order_by(Pause.paused_at))).scalars())
 
 
-async def current(session: AsyncSession) -> Paused:
+async def current(session: AsyncSession) -> Controls:
     rows = await all_pauses(session)
-    return Paused(
+    rates = await session.execute(select(Grant.grant_id, Grant.nylas_rate).where(Grant.nylas_rate.is_not(None)))
+    return Controls(
         everything=any(p.scope == "all" for p in rows),
         grants=frozenset(p.target for p in rows if p.scope == "grant"),
         stages=frozenset(p.target for p in rows if p.scope == "stage"),
+        rates={grant_id: int(rate) for grant_id, rate in rates if rate is not None},
     )
+
+
+async def set_rate(session: AsyncSession, grant_id: str, rate: int | None) -> None:
+    """An operator's call rate for the grant (None: back to the default); known from then on if it was not."""
+    stmt = insert(Grant).values(grant_id=grant_id, nylas_rate=rate)
+    await session.execute(stmt.on_conflict_do_update(index_elements=[Grant.grant_id], set_={"nylas_rate": rate}))

@@ -15,7 +15,8 @@ T = TypeVar("T")
 
 
 async def throttled(jc: JobContext, grant_id: str, call: Callable[[], Awaitable[T]]) -> T:
-    wait = await jc.throttle.acquire(grant_id)
+    rate = (await jc.pauses.current()).rates.get(grant_id)  # an operator's runtime rate, if set
+    wait = await jc.throttle.acquire(grant_id, rate=rate)
     if wait:
         raise Throttled(wait)
     try:

@@ -15,7 +15,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import audit, emails, pauses, webhook_events
-from db.pauses import Paused
+from db.pauses import Controls
 from db.uow import read_session, unit_of_work
 from jobs.enqueue import requeue_event, requeue_stage
 
@@ -26,23 +26,24 @@ RESUME_BATCH = 10_000
 
 
 class PauseWatch:
-    """What is paused now, as this worker sees it: read from PostgreSQL at most every REFRESH_S."""
+    """What operators set now (pauses, grants' call rates), as this worker sees it: read from PostgreSQL at most
+    every REFRESH_S."""
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
-        self._paused = Paused()
+        self._controls = Controls()
         self._read_at: float | None = None
         self._lock = asyncio.Lock()
 
-    async def current(self) -> Paused:
+    async def current(self) -> Controls:
         if self._read_at is not None and time.monotonic() - self._read_at < REFRESH_S:
-            return self._paused
+            return self._controls
         async with self._lock:
             if self._read_at is None or time.monotonic() - self._read_at >= REFRESH_S:
                 async with read_session(self._sessionmaker) as session:
-                    self._paused = await pauses.current(session)
+                    self._controls = await pauses.current(session)
                 self._read_at = time.monotonic()
-        return self._paused
+        return self._controls
 
 
 def check_scope(scope: str, target: str) -> None:
@@ -98,3 +99,17 @@ async def resume(
     for event_id in events:
         await requeue_event(queue, event_id)
     return len(waiting_emails) + len(events)
+
+
+async def set_rate(
+    sessionmaker: async_sessionmaker[AsyncSession], *, grant_id: str, rate: int | None, who: str
+) -> None:
+    """A grant's Nylas call rate (calls a second; None: back to MAILROOM_NYLAS_RATE_PER_GRANT), held by every worker
+    within REFRESH_S; in the audit trail."""
+    if not grant_id:
+        raise ValueError("a grant id is needed")
+    if rate is not None and not 1 <= rate <= 10_000:
+        raise ValueError("the rate is calls a second: 1 to 10000")
+    async with unit_of_work(sessionmaker) as session:
+        await pauses.set_rate(session, grant_id, rate)
+        await audit.record(session, who=who, action="rate", filter={"grant": grant_id, "rate": rate})

@@ -198,7 +198,7 @@ async def _throttle(jc: JobContext, messages: dict[Key, _Message]) -> list[Claim
     for (grant_id, _), message in messages.items():
         if message.fetch:
             wanted[grant_id] += 1
-    room = await jc.throttle.acquire_many(wanted)
+    room = await jc.throttle.acquire_many(wanted, (await jc.pauses.current()).rates)
     deferred: list[ClaimedEvent] = []
     wait = 0.0
     for key, message in list(messages.items()):

@@ -79,7 +79,7 @@ async def _process(ctx: dict[str, Any], jc: JobContext, event: WebhookEvent) -> 
                 await webhook_events.park(session, event_id, reason="grant paused")
             bound.info("event.parked")
             return "parked"
-        wait = await jc.throttle.acquire(event.grant_id)
+        wait = await jc.throttle.acquire(event.grant_id, rate=(await jc.pauses.current()).rates.get(event.grant_id))
         if wait:
             raise defer_for(Throttled(wait))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from arq.connections import ArqRedis
 
 # KEYS[1] cool-down key, KEYS[2] window counter; ARGV[1] limit, ARGV[2] window ms.
@@ -19,25 +21,25 @@ end
 return 0
 """
 
-# The same for many grants in one round trip. KEYS: (cool-down, counter) per grant; ARGV[1] limit, ARGV[2] window
-# ms, then the calls wanted per grant. Returns, per grant, the calls granted now and the milliseconds until more.
+# The same for many grants in one round trip. KEYS: (cool-down, counter) per grant; ARGV[1] window ms, then per
+# grant the calls wanted and its limit. Returns, per grant, the calls granted now and the milliseconds until more.
 _ACQUIRE_MANY = """
 local out = {}
-local limit = tonumber(ARGV[1])
 for i = 1, #KEYS, 2 do
-  local wanted = tonumber(ARGV[2 + (i + 1) / 2])
+  local wanted = tonumber(ARGV[i + 1])
+  local limit = tonumber(ARGV[i + 2])
   local cool = redis.call('PTTL', KEYS[i])
   if cool > 0 then
     out[#out + 1] = 0
     out[#out + 1] = cool
   else
     local count = redis.call('INCRBY', KEYS[i + 1], wanted)
-    if count == wanted then redis.call('PEXPIRE', KEYS[i + 1], ARGV[2]) end
+    if count == wanted then redis.call('PEXPIRE', KEYS[i + 1], ARGV[1]) end
     local granted = math.max(0, math.min(wanted, limit - (count - wanted)))
     local left = 0
     if granted < wanted then
       left = redis.call('PTTL', KEYS[i + 1])
-      if left < 0 then left = tonumber(ARGV[2]) end
+      if left < 0 then left = tonumber(ARGV[1]) end
     end
     out[#out + 1] = granted
     out[#out + 1] = left
@@ -58,21 +60,27 @@ class GrantThrottle:
         self._acquire = redis.register_script(_ACQUIRE)
         self._acquire_many = redis.register_script(_ACQUIRE_MANY)
 
-    async def acquire(self, grant_id: str) -> float:
-        """Take a call for the grant; 0.0 when it may go now, else the seconds to wait before asking again."""
+    async def acquire(self, grant_id: str, *, rate: int | None = None) -> float:
+        """Take a call for the grant (at `rate` a second, an operator's setting, else the default); 0.0 when it may
+        go now, else the seconds to wait before asking again."""
         waited = await self._acquire(
             keys=[f"{self._prefix}:cool:{grant_id}", f"{self._prefix}:rate:{grant_id}"],
-            args=[self._rate, self._window_ms],
+            args=[rate or self._rate, self._window_ms],
         )
         return int(waited) / 1000
 
-    async def acquire_many(self, wanted: dict[str, int]) -> dict[str, tuple[int, float]]:
-        """Take up to `wanted[grant]` calls per grant at once: grant -> (calls granted, seconds until more)."""
+    async def acquire_many(
+        self, wanted: dict[str, int], rates: Mapping[str, int] | None = None
+    ) -> dict[str, tuple[int, float]]:
+        """Take up to `wanted[grant]` calls per grant at once (each at its `rates` entry, else the default):
+        grant -> (calls granted, seconds until more)."""
         if not wanted:
             return {}
+        rates = rates or {}
         grants = sorted(wanted)
         keys = [key for g in grants for key in (f"{self._prefix}:cool:{g}", f"{self._prefix}:rate:{g}")]
-        answer = await self._acquire_many(keys=keys, args=[self._rate, self._window_ms, *(wanted[g] for g in grants)])
+        limits = [value for g in grants for value in (wanted[g], rates.get(g) or self._rate)]
+        answer = await self._acquire_many(keys=keys, args=[self._window_ms, *limits])
         return {g: (int(answer[2 * n]), int(answer[2 * n + 1]) / 1000) for n, g in enumerate(grants)}
 
     async def cool_down(self, grant_id: str, seconds: float) -> None:

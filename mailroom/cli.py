@@ -321,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
         on_servers(ops.run_resume),
     )
     ops.add_pause_arguments(resumed)
+    rate = command(
+        "rate",
+        "change one grant's Nylas call rate at runtime (--default: back to MAILROOM_NYLAS_RATE_PER_GRANT)",
+        on_servers(ops.run_rate),
+    )
+    ops.add_rate_arguments(rate)
     trail = command(
         "audit",
         "the audit trail: who replayed, purged or erased what (and how many rows), and refused sign-ins",

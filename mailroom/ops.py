@@ -246,3 +246,25 @@ async def run_resume(settings: Settings, args: argparse.Namespace, out: Console)
         return 1
     out.print(f"resumed {what}; {queued} waiting emails and events queued again")
     return 0
+
+
+def add_rate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--grant", required=True, metavar="G", help="the grant")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("rate", nargs="?", type=int, help="Nylas calls a second for this grant, across all workers")
+    which.add_argument("--default", action="store_true", help="back to MAILROOM_NYLAS_RATE_PER_GRANT")
+
+
+async def run_rate(settings: Settings, args: argparse.Namespace, out: Console) -> int:
+    from jobs import pausing
+    from mailroom.inspect_cli import connections
+
+    rate = None if args.default else args.rate
+    async with connections(settings, "rate") as (_, sessionmaker):
+        try:
+            await pausing.set_rate(sessionmaker, grant_id=args.grant, rate=rate, who=audit.cli_operator())
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    said = f"{rate} calls a second" if rate else f"the default, {settings.nylas_rate_per_grant} calls a second"
+    out.print(f"grant {args.grant}: {said}; every worker holds it within {pausing.REFRESH_S:g} s")
+    return 0

@@ -403,3 +403,23 @@ async def resume(request: Request) -> Response:
     if queued is None:
         return JSONResponse({"error": "not_paused", "detail": f"{scope} {target} was not paused".strip()}, 409)
     return JSONResponse({"resumed": True, "scope": scope, "target": target, "queued": queued})
+
+
+@admin
+async def grant_rate(request: Request) -> Response:
+    """Body: {"grant": G, "rate": calls a second, or null for the default}. Every worker holds it within seconds."""
+    resources: Resources = request.state.resources
+    body = await json_body(request)
+    if not isinstance(body, dict) or set(body) != {"grant", "rate"}:
+        raise BadRequest('the body must be {"grant": "...", "rate": 1-10000 or null}')
+    grant_id, rate = _body_str(body, "grant") or "", body["rate"]
+    if isinstance(rate, float) and rate.is_integer():
+        rate = int(rate)  # JSON's 2.0 is a whole number too
+    if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool)):
+        raise BadRequest("rate must be a whole number of calls a second, or null")
+    try:
+        with database():
+            await pausing.set_rate(resources.sessionmaker, grant_id=grant_id, rate=rate, who=request.state.operator)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    return JSONResponse({"grant": grant_id, "rate": rate, "default": resources.settings.nylas_rate_per_grant})

@@ -80,6 +80,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/erase", admin.erase_grant, methods=["POST"]),
         Route("/pause", admin.pause, methods=["POST"]),
         Route("/resume", admin.resume, methods=["POST"]),
+        Route("/rate", admin.grant_rate, methods=["POST"]),
         *dashboard.routes(),
     ]
     return Starlette(

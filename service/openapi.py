@@ -287,6 +287,29 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
+        "/rate": {
+            "post": {
+                "summary": "Change one grant's Nylas call rate at runtime (null: the default)",
+                "security": _AUTH,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "grant": {**_TEXT, "minLength": 1},
+                                    "rate": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000},
+                                },
+                                "required": ["grant", "rate"],
+                                "additionalProperties": False,
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": {"description": "the rate now"}, **_errors(400, 401, 413, 429, 503)},
+            }
+        },
         "/audit": {
             "get": {
                 "summary": "The audit trail, newest first",

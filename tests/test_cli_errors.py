@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -41,6 +42,9 @@ async def test_a_malformed_setting_is_named_in_one_line(
     assert code == 2
     assert says in one_line(err)
     assert out == ""
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 
 async def test_a_database_that_does_not_exist_is_called_that(settings: Settings) -> None:
@@ -140,8 +144,22 @@ async def test_api_warns_loudly_without_a_webhook_secret(settings: Settings) -> 
         first = (await asyncio.wait_for(process.stderr.readline(), timeout=30)).decode()
         assert first.startswith("warning: MAILROOM_WEBHOOK_SECRETS is not set: every webhook delivery will be refused")
     finally:
-        process.terminate()
+        await stop(process)
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL past 30 s. Twice in a loaded full run the API took longer than that to stop when
+    signalled during its start-up (not reproduced alone, nor under CPU load): what it said meanwhile is kept in
+    artifacts/api-slow-stop.log for whoever looks into it; the warning this test is about is asserted either way."""
+    process.terminate()
+    try:
         await asyncio.wait_for(process.wait(), timeout=30)
+    except TimeoutError:
+        process.kill()
+        said = await process.stderr.read() if process.stderr is not None else b""
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "api-slow-stop.log").write_bytes(said)
+        await process.wait()
 
 
 async def test_more_webhook_secrets_than_rotation_needs_are_refused(settings: Settings) -> None:

@@ -11,7 +11,7 @@ from mailroom.fake_nylas import FakeNylas
 from tests import helpers
 from tests.commands import mailroom
 from tests.harness import api_in_process, drain
-from tests.notifications import envelope, message, post
+from tests.notifications import envelope, message, post, truncated
 
 
 async def test_pausing_act_holds_every_action_and_resuming_carries_on(
@@ -76,3 +76,27 @@ async def test_pausing_everything_holds_per_event_jobs_without_spending_tries(
     assert event.status == "processed"
     code, out, _ = await mailroom(per_event, "resume", "--all", env=env)
     assert code == 1 and "was not paused" in out
+
+
+async def test_a_grants_call_rate_changes_at_runtime(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], fake_nylas: FakeNylas
+) -> None:
+    assert settings.nylas_rate_per_grant == 10, "the default would fetch all six at once"
+    code, out, err = await mailroom(settings, "rate", "--grant", "grant_hot", "2")
+    assert code == 0 and "grant grant_hot: 2 calls a second" in out, err
+    fake_nylas.any_message = True
+    async with api_in_process(settings) as client:
+        for n in range(6):
+            notice = truncated(message(grant_id="grant_hot", message_id=f"hot_{n}"))
+            await post(client, envelope(notice, type="message.created.truncated"))
+    await drain(settings)
+    calls = sorted(r.at for r in fake_nylas.requests_to("/grants/grant_hot/messages/"))
+    assert len(calls) == 6 and len([t for t in calls if t < calls[0] + 1.0]) == 2, "two a second, as set"
+
+    code, out, err = await mailroom(settings, "rate", "--grant", "grant_hot", "--default")
+    assert code == 0 and "the default, 10 calls a second" in out, err
+    code, out, _ = await mailroom(settings, "audit", "--json", "--action", "rate")
+    assert [e["filter"] for e in orjson.loads(out)] == [
+        {"grant": "grant_hot", "rate": None},
+        {"grant": "grant_hot", "rate": 2},
+    ]
