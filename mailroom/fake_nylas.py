@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import itertools
 import random
-import secrets
 import socket
 import threading
 import time
@@ -25,6 +24,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+
+from mailroom import fake_webhooks as webhooks
 
 API_KEY = "nyk_test_key"
 DEMO_GRANTS = ("demo-grant-1", "demo-grant-2")
@@ -106,29 +107,13 @@ class FakeNylas:
     def add_webhook(self, url: str, *, status: str = "active", triggers: tuple[str, ...] = ("message.created",)) -> str:
         """A destination as if made in the Nylas dashboard; returns its id."""
         with self._lock:
-            return str(self._new_webhook({"webhook_url": url, "trigger_types": list(triggers)}, status=status)["id"])
+            body = {"webhook_url": url, "trigger_types": list(triggers)}
+            return str(webhooks.create(self.webhooks, body, webhook_id=f"wh_{next(self._ids)}", status=status)["id"])
 
     def set_webhook_status(self, webhook_id: str, status: str) -> None:
         """What Nylas does on its own: `failing` after 15 minutes of errors, `failed` after 72 hours."""
         with self._lock:
             self.webhooks[webhook_id].update(status=status, status_updated_at=int(time.time()))
-
-    def _new_webhook(self, body: dict[str, Any], *, status: str = "active") -> dict[str, Any]:
-        now = int(time.time())
-        webhook = {
-            "id": f"wh_{next(self._ids)}",
-            "trigger_types": list(body.get("trigger_types") or []),
-            "webhook_url": body["webhook_url"],
-            "status": status,
-            "notification_email_addresses": list(body.get("notification_email_addresses") or []),
-            "status_updated_at": now,
-            "created_at": now,
-            "updated_at": now,
-            "description": body.get("description"),
-            "webhook_secret": secrets.token_hex(32),
-        }
-        self.webhooks[webhook["id"]] = webhook
-        return webhook
 
     def fail(self, status: int, **kwargs: Any) -> None:
         with self._lock:
@@ -250,7 +235,9 @@ class FakeNylas:
 
     def _route(self, method: str, segments: list[str], request: Request, body: dict[str, Any]) -> Response:
         if segments[:2] == ["v3", "webhooks"]:
-            return self._route_webhooks(method, segments[2:], body)
+            with self._lock:
+                code, answer = webhooks.route(self.webhooks, method, segments[2:], body, new_id=f"wh_{next(self._ids)}")
+            return JSONResponse({"request_id": _request_id(), **answer}, status_code=code)
         match segments:
             case ["v3", "grants", grant_id, "messages", "send"] if method == "POST":
                 return self._create(grant_id, body, sent=True)
@@ -279,35 +266,6 @@ class FakeNylas:
                     return _error(404, "api.not_found_error", f"message {message_id} not found")
                 return _data(message)
         return _error(404, "api.not_found_error", f"no route for {method} /{'/'.join(segments)}")
-
-    def _route_webhooks(self, method: str, rest: list[str], body: dict[str, Any]) -> Response:
-        """Webhook destinations as Nylas keeps them: the secret only in the answers to create and rotate-secret."""
-
-        def public(webhook: dict[str, Any]) -> dict[str, Any]:
-            return {k: v for k, v in webhook.items() if k != "webhook_secret"}
-
-        with self._lock:
-            match rest:
-                case [] if method == "GET":
-                    listed = [public(w) for w in self.webhooks.values()]
-                    return JSONResponse({"request_id": _request_id(), "data": listed, "next_cursor": None})
-                case [] if method == "POST":
-                    url = str(body.get("webhook_url") or "")
-                    if not url.startswith("https://") or not body.get("trigger_types"):
-                        return _error(400, "api.invalid_request_error", "webhook_url must be https; trigger_types")
-                    return _data(self._new_webhook(body))
-                case [webhook_id, *_] if webhook_id not in self.webhooks:
-                    return _error(404, "api.not_found_error", f"webhook {webhook_id} not found")
-                case [webhook_id] if method == "GET":
-                    return _data(public(self.webhooks[webhook_id]))
-                case [webhook_id] if method == "DELETE":
-                    del self.webhooks[webhook_id]
-                    return JSONResponse({"request_id": _request_id(), "data": {"status": "success"}})
-                case [webhook_id, "rotate-secret"] if method == "PUT":
-                    webhook = self.webhooks[webhook_id]
-                    webhook.update(webhook_secret=secrets.token_hex(32), updated_at=int(time.time()))
-                    return _data(dict(webhook))
-        return _error(404, "api.not_found_error", f"no route for {method} /v3/webhooks/{'/'.join(rest)}")
 
     def _create(self, grant_id: str, body: dict[str, Any], *, sent: bool) -> Response:
         with self._lock:
