@@ -274,7 +274,7 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=50, help="how many entries, newest first (default 50)")
     parser.add_argument(
         "--action",
-        choices=["pause", "resume", "rate", "replay", "purge", "erase", "sign_in_refused"],
+        choices=["pause", "resume", "rate", "cancel", "replay", "purge", "erase", "sign_in_refused"],
         help="only this action",
     )
     parser.add_argument("--json", action="store_true", help="one JSON array")

@@ -268,3 +268,19 @@ async def run_rate(settings: Settings, args: argparse.Namespace, out: Console) -
     said = f"{rate} calls a second" if rate else f"the default, {settings.nylas_rate_per_grant} calls a second"
     out.print(f"grant {args.grant}: {said}; every worker holds it within {pausing.REFRESH_S:g} s")
     return 0
+
+
+async def run_cancel(settings: Settings, args: argparse.Namespace, out: Console) -> int:
+    from jobs import job_control
+    from mailroom.inspect_cli import connections
+
+    async with connections(settings, "cancel") as (queue, sessionmaker):
+        try:
+            done = await job_control.cancel(
+                sessionmaker, queue, settings.queue_name, args.job_id, who=audit.cli_operator()
+            )
+        except job_control.NotCancellable as exc:
+            raise CommandError(str(exc)) from None
+    marked = " and what it stood for marked (mailroom replay brings it back)" if done["marked"] else ""
+    out.print(f"cancelled {args.job_id} (it was {done['was']}){marked}", markup=False)
+    return 0

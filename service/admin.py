@@ -16,7 +16,8 @@ from db import actions, audit, emails, erasure, stage_runs, webhook_events
 from db.errors import DatabaseError, translate_errors
 from db.models import Email, StageRun, WebhookEvent
 from db.uow import read_session, unit_of_work
-from jobs import arq_storage, pausing
+from jobs import arq_storage, job_control, pausing
+from jobs.queue_depth import queued_jobs
 from jobs.replay import ReplayFilter, replay
 from service.auth import admin
 from service.body_limits import ADMIN_BODY_LIMIT, read_limited
@@ -423,3 +424,38 @@ async def grant_rate(request: Request) -> Response:
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
     return JSONResponse({"grant": grant_id, "rate": rate, "default": resources.settings.nylas_rate_per_grant})
+
+
+@admin
+async def list_jobs(request: Request) -> Response:
+    """Jobs waiting in the queue: `?state=ready|scheduled|all` (scheduled: deferred retries and throttled work),
+    `?limit=` (at most 500), oldest first. Their arguments are ids, never mail content. Running jobs are on the
+    workers (`/api/overview`)."""
+    resources: Resources = request.state.resources
+    only_known(request, "state", "limit")
+    state = request.query_params.get("state") or "all"
+    if state not in ("ready", "scheduled", "all"):
+        raise BadRequest("state must be ready, scheduled or all")
+    limit = int_param(request.query_params.get("limit"), "limit", 100, high=500) or 100
+    scheduled = {"ready": False, "scheduled": True, "all": None}[state]
+    jobs = await queued_jobs(resources.queue, resources.settings.queue_name, scheduled=scheduled, limit=limit)
+    return JSONResponse({"jobs": jobs})
+
+
+@admin
+async def cancel_job(request: Request) -> Response:
+    """Cancel a queued or deferred job; what it stood for is marked so no sweep brings it back (409 otherwise)."""
+    resources: Resources = request.state.resources
+    job_id = request.path_params["job_id"]
+    try:
+        with database():
+            done = await job_control.cancel(
+                resources.sessionmaker,
+                resources.queue,
+                resources.settings.queue_name,
+                job_id,
+                who=request.state.operator,
+            )
+    except job_control.NotCancellable as exc:
+        return JSONResponse({"error": "not_cancellable", "detail": str(exc)}, status_code=409)
+    return JSONResponse(done)

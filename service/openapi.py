@@ -310,6 +310,25 @@ SPEC: dict[str, Any] = {
                 "responses": {"200": {"description": "the rate now"}, **_errors(400, 401, 413, 429, 503)},
             }
         },
+        "/jobs": {
+            "get": {
+                "summary": "Jobs waiting in the queue (ready, scheduled, or all), oldest first",
+                "security": _AUTH,
+                "parameters": [
+                    {"name": "state", "in": "query", "schema": {"enum": ["ready", "scheduled", "all"]}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                ],
+                "responses": {"200": {"description": "jobs"}, **_errors(400, 401, 429, 503)},
+            }
+        },
+        "/jobs/{job_id}/cancel": {
+            "post": {
+                "summary": "Cancel a queued or deferred job; what it stood for is marked so no sweep brings it back",
+                "security": _AUTH,
+                "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": _TEXT}],
+                "responses": {"200": {"description": "cancelled"}, **_errors(401, 409, 429, 503)},
+            }
+        },
         "/audit": {
             "get": {
                 "summary": "The audit trail, newest first",

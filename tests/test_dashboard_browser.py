@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.settings import Settings
+from jobs import arq_storage
+from jobs.enqueue import queue_for
 from mailroom.fake_nylas import FakeNylas
 from tests import helpers
 from tests.harness import drain, running_api
@@ -140,6 +143,18 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             # The audit trail: the row's replay, by this dashboard session.
             await expect(page.locator("#audit")).to_contain_text("dashboard@127.0.0.1")
             await expect(page.locator("#audit")).to_contain_text("replay")
+
+            # A job waiting in the queue, cancelled from the Jobs section: gone from Redis.
+            queue = queue_for(settings)
+            try:
+                await queue.enqueue_job("test_task", "waits", _job_id="waiting-job", _defer_by=timedelta(minutes=5))
+                jobs = page.locator("#jobs")
+                await expect(jobs).to_contain_text("waiting-job", timeout=10_000)
+                await jobs.locator("tr", has_text="waiting-job").locator("button.cancel").click()
+                await expect(jobs).to_contain_text("nothing waiting", timeout=10_000)
+                assert await arq_storage.queued_ids(queue, settings.queue_name) == []
+            finally:
+                await queue.aclose()
 
             # Pause a stage from the dashboard (stored in PostgreSQL for every worker), then resume it.
             await page.select_option("#pause-scope", "stage")

@@ -17,6 +17,7 @@ API_MAY_IMPORT_FROM_JOBS = {
     "jobs.heartbeat",
     "jobs.replay",
     "jobs.pausing",
+    "jobs.job_control",
 }
 
 
