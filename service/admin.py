@@ -16,8 +16,7 @@ from db import actions, audit, emails, erasure, stage_runs, webhook_events
 from db.errors import DatabaseError, translate_errors
 from db.models import Email, StageRun, WebhookEvent
 from db.uow import read_session, unit_of_work
-from jobs import arq_storage, job_control, pausing
-from jobs.queue_depth import queued_jobs
+from jobs import arq_storage
 from jobs.replay import ReplayFilter, replay
 from service.auth import admin
 from service.body_limits import ADMIN_BODY_LIMIT, read_limited
@@ -123,7 +122,7 @@ async def json_body(request: Request) -> Any:
         raise BadRequest("the body must be a JSON object") from exc
 
 
-def _body_str(body: dict[str, Any], key: str) -> str | None:
+def body_str(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
     if key in body and not isinstance(value, str):
         raise BadRequest(f"{key} must be a string")
@@ -303,10 +302,10 @@ async def bulk_replay(request: Request) -> Response:
     try:
         chosen = ReplayFilter(
             stage=stage,
-            grant_id=_body_str(body, "grant") or None,
-            since=_time(_body_str(body, "since")),
-            until=_time(_body_str(body, "until")),
-            error_contains=_body_str(body, "error") or None,
+            grant_id=body_str(body, "grant") or None,
+            since=_time(body_str(body, "since")),
+            until=_time(body_str(body, "until")),
+            error_contains=body_str(body, "error") or None,
             event_ids=_body_ids(body, "events"),
             email_ids=_body_ids(body, "emails"),
             force=_body_bool(body, "force", False),
@@ -342,7 +341,7 @@ async def erase_grant(request: Request) -> Response:
     body = await json_body(request)
     if not isinstance(body, dict) or set(body) - {"grant", "dry_run"}:
         raise BadRequest('the body must be {"grant": "...", "dry_run": true|false}')
-    grant_id = _body_str(body, "grant")
+    grant_id = body_str(body, "grant")
     if not grant_id:
         raise BadRequest("grant is required")
     dry_run = _body_bool(body, "dry_run", True)
@@ -363,99 +362,3 @@ async def erase_grant(request: Request) -> Response:
             "actions": erased.actions,
         }
     )
-
-
-async def _scope_body(request: Request) -> tuple[str, str]:
-    body = await json_body(request)
-    if not isinstance(body, dict) or set(body) - {"scope", "target"}:
-        raise BadRequest('the body must be {"scope": "all"|"grant"|"stage", "target": "..."}')
-    scope, target = _body_str(body, "scope") or "", _body_str(body, "target") or ""
-    try:
-        pausing.check_scope(scope, target)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
-    return scope, target
-
-
-@admin
-async def pause(request: Request) -> Response:
-    """Body: {"scope": "all"|"grant"|"stage", "target": grant id or stage}. Every worker holds it within seconds."""
-    resources: Resources = request.state.resources
-    scope, target = await _scope_body(request)
-    with database():
-        done = await pausing.pause(resources.sessionmaker, scope=scope, target=target, who=request.state.operator)
-    return JSONResponse({"paused": done, "scope": scope, "target": target})
-
-
-@admin
-async def resume(request: Request) -> Response:
-    """Body as for /pause. What waited is queued again; 409 when it was not paused."""
-    resources: Resources = request.state.resources
-    scope, target = await _scope_body(request)
-    with database():
-        queued = await pausing.resume(
-            resources.sessionmaker,
-            resources.queue,
-            scope=scope,
-            target=target,
-            who=request.state.operator,
-            batch_worker=resources.settings.batch_worker,
-        )
-    if queued is None:
-        return JSONResponse({"error": "not_paused", "detail": f"{scope} {target} was not paused".strip()}, 409)
-    return JSONResponse({"resumed": True, "scope": scope, "target": target, "queued": queued})
-
-
-@admin
-async def grant_rate(request: Request) -> Response:
-    """Body: {"grant": G, "rate": calls a second, or null for the default}. Every worker holds it within seconds."""
-    resources: Resources = request.state.resources
-    body = await json_body(request)
-    if not isinstance(body, dict) or set(body) != {"grant", "rate"}:
-        raise BadRequest('the body must be {"grant": "...", "rate": 1-10000 or null}')
-    grant_id, rate = _body_str(body, "grant") or "", body["rate"]
-    if isinstance(rate, float) and rate.is_integer():
-        rate = int(rate)  # JSON's 2.0 is a whole number too
-    if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool)):
-        raise BadRequest("rate must be a whole number of calls a second, or null")
-    try:
-        with database():
-            await pausing.set_rate(resources.sessionmaker, grant_id=grant_id, rate=rate, who=request.state.operator)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
-    return JSONResponse({"grant": grant_id, "rate": rate, "default": resources.settings.nylas_rate_per_grant})
-
-
-@admin
-async def list_jobs(request: Request) -> Response:
-    """Jobs waiting in the queue: `?state=ready|scheduled|all` (scheduled: deferred retries and throttled work),
-    `?limit=` (at most 500), oldest first. Their arguments are ids, never mail content. Running jobs are on the
-    workers (`/api/overview`)."""
-    resources: Resources = request.state.resources
-    only_known(request, "state", "limit")
-    state = request.query_params.get("state") or "all"
-    if state not in ("ready", "scheduled", "all"):
-        raise BadRequest("state must be ready, scheduled or all")
-    limit = int_param(request.query_params.get("limit"), "limit", 100, high=500) or 100
-    scheduled = {"ready": False, "scheduled": True, "all": None}[state]
-    jobs = await queued_jobs(resources.queue, resources.settings.queue_name, scheduled=scheduled, limit=limit)
-    return JSONResponse({"jobs": jobs})
-
-
-@admin
-async def cancel_job(request: Request) -> Response:
-    """Cancel a queued or deferred job; what it stood for is marked so no sweep brings it back (409 otherwise)."""
-    resources: Resources = request.state.resources
-    job_id = request.path_params["job_id"]
-    try:
-        with database():
-            done = await job_control.cancel(
-                resources.sessionmaker,
-                resources.queue,
-                resources.settings.queue_name,
-                job_id,
-                who=request.state.operator,
-            )
-    except job_control.NotCancellable as exc:
-        return JSONResponse({"error": "not_cancellable", "detail": str(exc)}, status_code=409)
-    return JSONResponse(done)

@@ -15,7 +15,7 @@ from core.metrics import Metrics
 from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker
 from jobs.enqueue import queue_for
-from service import admin, dashboard, health, nylas_webhook, openapi
+from service import admin, controls, dashboard, health, nylas_webhook, openapi
 from service.body_limits import BoundedBodies
 from service.errors import ServiceError, handle_redis_error, handle_service_error
 from service.event_writer import EventWriter
@@ -72,17 +72,17 @@ def create_app(settings: Settings) -> Starlette:
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/queue", health.queue, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
-        Route("/jobs", admin.list_jobs, methods=["GET"]),
+        Route("/jobs", controls.list_jobs, methods=["GET"]),
         Route("/jobs/{job_id}", admin.job_status, methods=["GET"]),
-        Route("/jobs/{job_id}/cancel", admin.cancel_job, methods=["POST"]),
+        Route("/jobs/{job_id}/cancel", controls.cancel_job, methods=["POST"]),
         Route("/events", admin.list_events, methods=["GET"]),
         Route("/events/{event_id}", admin.event_detail, methods=["GET"]),
         Route("/events/{event_id}/replay", admin.replay_event, methods=["POST"]),
         Route("/replay", admin.bulk_replay, methods=["POST"]),
         Route("/erase", admin.erase_grant, methods=["POST"]),
-        Route("/pause", admin.pause, methods=["POST"]),
-        Route("/resume", admin.resume, methods=["POST"]),
-        Route("/rate", admin.grant_rate, methods=["POST"]),
+        Route("/pause", controls.pause, methods=["POST"]),
+        Route("/resume", controls.resume, methods=["POST"]),
+        Route("/rate", controls.grant_rate, methods=["POST"]),
         *dashboard.routes(),
     ]
     return Starlette(
