@@ -51,6 +51,10 @@ async def until(condition: object, *, what: str, within: float) -> None:
         await asyncio.sleep(0.2)
 
 
+# A pipeline caught by the failover between its commands and its reset keeps its connection (redis-py's reset gives
+# it back only when UNWATCH succeeds or fails with ConnectionError), and says so when collected. Seen once in eight
+# runs; the connection is closed with the object. Only this test, which makes failovers, allows it.
+@pytest.mark.filterwarnings("ignore:Unclosed client session:ResourceWarning")
 async def test_a_failover_during_a_stream_of_webhooks_loses_nothing(
     settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
