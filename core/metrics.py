@@ -161,6 +161,17 @@ class Metrics:
         return _decode(counters), _decode(histograms)
 
 
+def total(counters: dict[str, float], name: str, **match: str) -> float:
+    """The sum of a counter's series whose labels include `match` (what `read()` returned, no other process asked)."""
+    wanted = set(match.items())
+    found = 0.0
+    for field, value in counters.items():
+        series, labels, _ = orjson.loads(field)
+        if series == name and wanted <= {tuple(pair) for pair in labels}:
+            found += value
+    return found
+
+
 def _decode(raw: dict[bytes, bytes]) -> dict[str, float]:
     return {k.decode(): float(v) for k, v in raw.items()}
 

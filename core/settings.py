@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=0, ge=0)
     test_task_sleep: float = Field(default=1.0, ge=0)
 
+    # The dashboard's history: every API samples queue depth and the stage counters this often into PostgreSQL
+    # (one row per interval however many APIs run; 0: no sampling) and keeps this many hours of them.
+    history_seconds: int = Field(default=10, ge=0, le=300)
+    history_keep_hours: int = Field(default=24, ge=1, le=24 * 31)
+
     # On SIGTERM: running jobs and requests get this long to finish (match the container stop timeout and
     # Kubernetes' terminationGracePeriodSeconds, minus a few seconds); unfinished jobs go back to the queue.
     shutdown_grace_seconds: int = Field(default=25, ge=0)

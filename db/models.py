@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -270,6 +271,27 @@ class Action(Base):
     )
 
 
+class HistorySample(Base):
+    """Queue depth and the cumulative stage counters at one moment, kept for the dashboard's charts.
+
+    `at` is the start of the sampling interval, so every API sampling the same interval writes the one row."""
+
+    __tablename__ = "history"
+
+    at: Mapped[datetime] = mapped_column(Timestamp, primary_key=True)
+    ready: Mapped[int] = mapped_column(Integer)
+    deferred: Mapped[int] = mapped_column(Integer)
+    running: Mapped[int] = mapped_column(Integer)
+    oldest_ready_age_s: Mapped[float] = mapped_column(Float)
+    dead: Mapped[int] = mapped_column(Integer)
+    # Counters since Redis's metrics began (they restart at 0 when Redis loses them): rates are their differences.
+    webhooks: Mapped[float] = mapped_column(Float)
+    processed: Mapped[float] = mapped_column(Float)
+    classified: Mapped[float] = mapped_column(Float)
+    acted: Mapped[float] = mapped_column(Float)
+    failed: Mapped[float] = mapped_column(Float)
+
+
 class CronRun(Base):
     """One tick of one cron job; the unique key makes a tick run once however many workers see it."""
 
@@ -301,6 +323,7 @@ __all__ = [
     "CronRun",
     "Email",
     "Grant",
+    "HistorySample",
     "Pause",
     "StageRun",
     "WebhookDestination",

@@ -15,11 +15,12 @@ from core.metrics import Metrics
 from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker
 from jobs.enqueue import queue_for
-from service import admin, controls, dashboard, health, nylas_webhook, openapi
+from service import admin, controls, dashboard, health, history, nylas_webhook, openapi
 from service.body_limits import BoundedBodies
 from service.errors import ServiceError, handle_redis_error, handle_service_error
 from service.event_writer import EventWriter
 from service.headers import SecurityHeaders
+from service.history import HistorySampler
 from service.state import AppState, Resources
 
 
@@ -55,11 +56,14 @@ def create_app(settings: Settings) -> Starlette:
                 batches=settings.batch_worker,
             ),
         )
+        sampler = HistorySampler(resources)
         resources.metrics.start()
         resources.writer.start()
+        sampler.start()
         try:
             yield {"resources": resources}
         finally:
+            await sampler.aclose()
             await resources.writer.aclose()
             await resources.metrics.aclose()
             await queue.aclose()
@@ -83,6 +87,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/pause", controls.pause, methods=["POST"]),
         Route("/resume", controls.resume, methods=["POST"]),
         Route("/rate", controls.grant_rate, methods=["POST"]),
+        Route("/api/history", history.endpoint, methods=["GET"]),
         *dashboard.routes(),
     ]
     return Starlette(

@@ -4,6 +4,7 @@ and polling with a deadline. The fixtures that build them are in conftest.py."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import socket
 import time
@@ -76,6 +77,8 @@ def make_settings(**overrides: Any) -> Settings:
         "job_max_tries": 3,
         "redis_timeout": 1,
         "db_connect_timeout": 2,
+        # The history sampler writes on the wall clock's 10 s marks; tests of it turn it on, the rest stay still.
+        "history_seconds": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -123,9 +126,14 @@ async def drain(settings: Settings, **overrides: Any) -> None:
 
 
 async def poll_until(predicate: Callable[[], object], *, what: str, within: float = 10.0) -> None:
-    """Wait for a condition with a deadline: tests never sleep and hope."""
+    """Wait for a condition with a deadline: tests never sleep and hope. The predicate may be a coroutine function."""
     deadline = time.monotonic() + within
-    while not predicate():
+    while True:
+        found = predicate()
+        if inspect.isawaitable(found):
+            found = await found
+        if found:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.01)

@@ -44,7 +44,7 @@ async def truncate_all(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         await session.execute(
             text(
                 "TRUNCATE webhook_events, emails, grants, stage_runs, actions, cron_runs, webhook_destinations, "
-                "audit_log, pauses RESTART IDENTITY CASCADE"
+                "audit_log, pauses, history RESTART IDENTITY CASCADE"
             )
         )
 
