@@ -110,10 +110,17 @@ class Metrics:
         self._pending: dict[tuple[str, str], float] = defaultdict(float)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        # This process's own stage runs by outcome since it started (the totals above are every process's).
+        self._job_outcomes: dict[str, int] = defaultdict(int)
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
         assert name in COUNTERS, name
         self._pending[(_COUNTS, _field(name, labels))] += value
+        if name == "mailroom_jobs":
+            self._job_outcomes[labels.get("outcome", "")] += int(value)
+
+    def job_outcomes(self) -> dict[str, int]:
+        return dict(self._job_outcomes)
 
     def observe(self, name: str, seconds: float, **labels: str) -> None:
         assert name in HISTOGRAMS, name

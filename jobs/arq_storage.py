@@ -102,6 +102,17 @@ async def is_live(queue: ArqRedis, job_id: str) -> bool:
     return bool(await queue.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id))
 
 
+async def running(queue: ArqRedis, job_ids: Sequence[str]) -> set[str]:
+    """Those of these jobs arq is running now (arq leaves a running job in the queue until it ends)."""
+    if not job_ids:
+        return set()
+    async with queue.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.exists(in_progress_key_prefix + job_id)
+        found = await pipe.execute()
+    return {job_id for job_id, exists in zip(job_ids, found, strict=True) if exists}
+
+
 async def forget_result(queue: ArqRedis, job_id: str) -> None:
     """arq refuses a job id it keeps a result for; a job run again under its own id needs the old one gone."""
     await queue.delete(result_key_prefix + job_id)
@@ -169,6 +180,58 @@ async def read_queued(
             QueuedJob(job_id=job_id, function=info.get("f"), args=info.get("a"), tries=info.get("t"), run_at_ms=score)
         )
     return jobs
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    job_id: str
+    function: str | None
+    args: list[Any] | None
+    tries: int | None
+    success: bool
+    result: Any
+    enqueued_ms: float | None
+    started_ms: float | None
+    finished_ms: float | None
+
+
+async def results(queue: ArqRedis, job_ids: Sequence[str]) -> list[FinishedJob]:
+    """The results arq still keeps (for MAILROOM_JOB_KEEP_RESULT) of these jobs, in the order asked."""
+    if not job_ids:
+        return []
+    found = []
+    for job_id, raw in zip(job_ids, await queue.mget([result_key_prefix + j for j in job_ids]), strict=True):
+        if not raw:
+            continue
+        # arq's result format (arq.jobs.serialize_result): t tries, f function, a args, s success, r result,
+        # et enqueue time, st start, ft finish (ms).
+        info = deserialize(raw)
+        found.append(
+            FinishedJob(
+                job_id=job_id,
+                function=info.get("f"),
+                args=info.get("a"),
+                tries=info.get("t"),
+                success=bool(info.get("s")),
+                result=info.get("r"),
+                enqueued_ms=info.get("et"),
+                started_ms=info.get("st"),
+                finished_ms=info.get("ft"),
+            )
+        )
+    return found
+
+
+async def read_jobs(queue: ArqRedis, job_ids: Sequence[str]) -> dict[str, QueuedJob]:
+    """What each of these jobs will call, for those still stored (queued or running); `run_at_ms` is unknown (0)."""
+    if not job_ids:
+        return {}
+    found = {}
+    for job_id, raw in zip(job_ids, await queue.mget([job_key_prefix + j for j in job_ids]), strict=True):
+        if raw:
+            info = deserialize(raw)
+            found[job_id] = QueuedJob(job_id, info.get("f"), info.get("a"), info.get("t"), 0)
+    return found
 
 
 async def args_of(queue: ArqRedis, job_ids: Sequence[str]) -> list[list[Any]]:

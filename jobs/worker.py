@@ -115,6 +115,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     jc = build_context(settings, ctx["redis"])
     pump = Pump(jc) if settings.batch_worker else None
     jc.heartbeat.connections = functools.partial(connections_of, jc, pump)
+    jc.heartbeat.outcomes = jc.metrics.job_outcomes
     jc.metrics.start()
     jc.heartbeat.start()
     ctx[CTX_KEY] = jc

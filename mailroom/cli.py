@@ -323,10 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_pause_arguments(resumed)
     cancel = command(
         "cancel",
-        "cancel a queued or deferred job; its event is marked purged, or its email stage dead (replay brings it back)",
+        "cancel a queued or deferred job, or every waiting job of a function (--function, --state; --dry-run counts); "
+        "its event is marked purged, or its email stage dead (replay brings it back)",
         on_servers(ops.run_cancel),
     )
-    cancel.add_argument("job_id", help="the job's id (`mailroom inspect queued` or `scheduled`)")
+    ops.add_cancel_arguments(cancel)
     rate = command(
         "rate",
         "change one grant's Nylas call rate at runtime (--default: back to MAILROOM_NYLAS_RATE_PER_GRANT)",

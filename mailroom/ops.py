@@ -270,17 +270,53 @@ async def run_rate(settings: Settings, args: argparse.Namespace, out: Console) -
     return 0
 
 
+def add_cancel_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id", nargs="?", help="one job's id (`mailroom inspect queued` or `scheduled`)")
+    parser.add_argument("--function", metavar="F", help="every waiting job of this function (process_event, …)")
+    parser.add_argument(
+        "--state",
+        choices=["ready", "scheduled", "waiting"],
+        help="with --function, or alone: which waiting jobs (ready: due now; scheduled: deferred; waiting: both)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="count what matches, cancel nothing")
+    parser.add_argument("--yes", action="store_true", help="do not ask")
+
+
 async def run_cancel(settings: Settings, args: argparse.Namespace, out: Console) -> int:
     from jobs import job_control
-    from mailroom.inspect_cli import connections
+    from mailroom.inspect_cli import confirmed, connections
 
+    if bool(args.job_id) == bool(args.function or args.state):
+        raise CommandError("give a job id, or --function and/or --state for every waiting job that matches")
     async with connections(settings, "cancel") as (queue, sessionmaker):
-        try:
-            done = await job_control.cancel(
-                sessionmaker, queue, settings.queue_name, args.job_id, who=audit.cli_operator()
-            )
-        except job_control.NotCancellable as exc:
-            raise CommandError(str(exc)) from None
-    marked = " and what it stood for marked (mailroom replay brings it back)" if done["marked"] else ""
-    out.print(f"cancelled {args.job_id} (it was {done['was']}){marked}", markup=False)
+        if args.job_id:
+            try:
+                done = await job_control.cancel(
+                    sessionmaker, queue, settings.queue_name, args.job_id, who=audit.cli_operator()
+                )
+            except job_control.NotCancellable as exc:
+                raise CommandError(str(exc)) from None
+            marked = " and what it stood for marked (mailroom replay brings it back)" if done["marked"] else ""
+            out.print(f"cancelled {args.job_id} (it was {done['was']}){marked}", markup=False)
+            return 0
+        matching = dict(state=args.state or "waiting", function=args.function, who=audit.cli_operator(), dry_run=True)
+        counted = await job_control.cancel_matching(sessionmaker, queue, settings.queue_name, **matching)
+        by_function = ", ".join(f"{n} {f}" for f, n in sorted(counted["by_function"].items())) or "none"
+        more = f" (the first {job_control.READ_AT_MOST}; run it again for the rest)" if counted["more_waiting"] else ""
+        out.print(f"{counted['matched']} waiting jobs match{more}: {by_function}", markup=False)
+        if args.dry_run or not counted["matched"]:
+            if args.dry_run:
+                out.print("dry run: nothing cancelled")
+            return 0
+        if not await confirmed(f"cancel {counted['matched']} jobs?", yes=args.yes):
+            out.print("nothing cancelled")
+            return 1
+        done = await job_control.cancel_matching(
+            sessionmaker, queue, settings.queue_name, **{**matching, "dry_run": False}
+        )
+        out.print(
+            f"cancelled {done['matched']} jobs; {done.get('marked', 0)} events or email stages marked "
+            "(mailroom replay brings them back)",
+            markup=False,
+        )
     return 0

@@ -131,7 +131,7 @@ def body_str(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def _body_bool(body: dict[str, Any], key: str, default: bool) -> bool:
+def body_bool(body: dict[str, Any], key: str, default: bool) -> bool:
     value = body.get(key, default)
     if not isinstance(value, bool):
         raise BadRequest(f"{key} must be true or false")
@@ -308,12 +308,12 @@ async def bulk_replay(request: Request) -> Response:
             error_contains=body_str(body, "error") or None,
             event_ids=_body_ids(body, "events"),
             email_ids=_body_ids(body, "emails"),
-            force=_body_bool(body, "force", False),
+            force=body_bool(body, "force", False),
         )
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
-    dry_run = _body_bool(body, "dry_run", True)
-    replay_all = _body_bool(body, "all", False)  # checked whatever the other fields say: a malformed body is a 400
+    dry_run = body_bool(body, "dry_run", True)
+    replay_all = body_bool(body, "all", False)  # checked whatever the other fields say: a malformed body is a 400
     if not dry_run and chosen == ReplayFilter(force=chosen.force) and not replay_all:
         # A click that meant one row must never replay every dead letter: everything has to be asked for by name.
         raise BadRequest('no filter: to replay every dead letter, send "all": true (count them first with dry_run)')
@@ -344,7 +344,7 @@ async def erase_grant(request: Request) -> Response:
     grant_id = body_str(body, "grant")
     if not grant_id:
         raise BadRequest("grant is required")
-    dry_run = _body_bool(body, "dry_run", True)
+    dry_run = body_bool(body, "dry_run", True)
     with database():
         async with unit_of_work(resources.sessionmaker) as session:
             erased = await erasure.erase_grant(session, grant_id, dry_run=dry_run)

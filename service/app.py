@@ -77,6 +77,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/queue", health.queue, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
         Route("/jobs", controls.list_jobs, methods=["GET"]),
+        Route("/jobs/cancel", controls.cancel_matching, methods=["POST"]),
         Route("/jobs/{job_id}", admin.job_status, methods=["GET"]),
         Route("/jobs/{job_id}/cancel", controls.cancel_job, methods=["POST"]),
         Route("/events", admin.list_events, methods=["GET"]),

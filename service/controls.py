@@ -8,8 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from jobs import job_control, pausing
-from jobs.queue_depth import queued_jobs
-from service.admin import BadRequest, body_str, database, int_param, json_body, only_known
+from service.admin import BadRequest, body_bool, body_str, database, int_param, json_body, only_known
 from service.auth import admin
 from service.state import Resources
 
@@ -75,20 +74,61 @@ async def grant_rate(request: Request) -> Response:
     return JSONResponse({"grant": grant_id, "rate": rate, "default": resources.settings.nylas_rate_per_grant})
 
 
+STATE_GROUPS = {
+    "all": job_control.VIEW_STATES,
+    "waiting": ("ready", "scheduled"),
+    **{state: (state,) for state in job_control.VIEW_STATES},
+}
+
+
 @admin
 async def list_jobs(request: Request) -> Response:
-    """Jobs waiting in the queue: `?state=ready|scheduled|all` (scheduled: deferred retries and throttled work),
-    `?limit=` (at most 500), oldest first. Their arguments are ids, never mail content. Running jobs are on the
-    workers (`/api/overview`)."""
+    """Jobs: `?state=running|ready|scheduled|waiting|finished|all` (default all; scheduled: deferred retries and
+    throttled work; finished: the results arq keeps of the last 1,000), `?function=`, `?offset=`, `?limit=` (at most
+    500). Running first, then ready, scheduled, finished. Arguments are ids, never mail content."""
     resources: Resources = request.state.resources
-    only_known(request, "state", "limit")
+    only_known(request, "state", "function", "offset", "limit")
     state = request.query_params.get("state") or "all"
-    if state not in ("ready", "scheduled", "all"):
-        raise BadRequest("state must be ready, scheduled or all")
+    if state not in STATE_GROUPS:
+        raise BadRequest(f"state must be one of {', '.join(STATE_GROUPS)}")
     limit = int_param(request.query_params.get("limit"), "limit", 100, high=500) or 100
-    scheduled = {"ready": False, "scheduled": True, "all": None}[state]
-    jobs = await queued_jobs(resources.queue, resources.settings.queue_name, scheduled=scheduled, limit=limit)
-    return JSONResponse({"jobs": jobs})
+    offset = int_param(request.query_params.get("offset"), "offset", 0, low=0, high=100_000) or 0
+    return JSONResponse(
+        await job_control.browse(
+            resources.queue,
+            resources.settings.queue_name,
+            states=STATE_GROUPS[state],
+            function=request.query_params.get("function") or None,
+            offset=offset,
+            limit=limit,
+        )
+    )
+
+
+@admin
+async def cancel_matching(request: Request) -> Response:
+    """Body: {"state": "ready"|"scheduled"|"waiting", "function": name or null, "dry_run": bool}. Cancels every
+    waiting job that matches (at most 2,000 a call); the dry run (the default) counts them by function, changing
+    nothing."""
+    resources: Resources = request.state.resources
+    body = await json_body(request)
+    if not isinstance(body, dict) or set(body) - {"state", "function", "dry_run"}:
+        raise BadRequest('the body must be {"state": "ready|scheduled|waiting", "function": "...", "dry_run": bool}')
+    state = body_str(body, "state") or "waiting"
+    if state not in job_control.WAITING_STATES:
+        raise BadRequest("state must be ready, scheduled or waiting (a running job cannot be cancelled)")
+    dry_run = body_bool(body, "dry_run", True)  # as for /replay: counting is the default, changing is asked for
+    with database():
+        found = await job_control.cancel_matching(
+            resources.sessionmaker,
+            resources.queue,
+            resources.settings.queue_name,
+            state=state,
+            function=body_str(body, "function") if body.get("function") is not None else None,
+            who=request.state.operator,
+            dry_run=dry_run,
+        )
+    return JSONResponse(found)
 
 
 @admin

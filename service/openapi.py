@@ -312,13 +312,52 @@ SPEC: dict[str, Any] = {
         },
         "/jobs": {
             "get": {
-                "summary": "Jobs waiting in the queue (ready, scheduled, or all), oldest first",
+                "summary": "Jobs running, waiting (ready, scheduled) and recently finished, a page at a time",
                 "security": _AUTH,
                 "parameters": [
-                    {"name": "state", "in": "query", "schema": {"enum": ["ready", "scheduled", "all"]}},
+                    {
+                        "name": "state",
+                        "in": "query",
+                        "schema": {"enum": ["all", "running", "ready", "scheduled", "waiting", "finished"]},
+                    },
+                    {"name": "function", "in": "query", "schema": _TEXT},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 100000}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                 ],
                 "responses": {"200": {"description": "jobs"}, **_errors(400, 401, 429, 503)},
+            }
+        },
+        "/jobs/cancel": {
+            "post": {
+                "summary": "Cancel every waiting job that matches; dry_run (the default) only counts",
+                "security": _AUTH,
+                "requestBody": {
+                    "required": False,  # empty: a dry run over every waiting job
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "state": {"enum": ["ready", "scheduled", "waiting"]},
+                                    "function": {"type": ["string", "null"], "pattern": "^[^\\u0000]*$"},
+                                    "dry_run": {"type": "boolean"},
+                                },
+                                "additionalProperties": False,
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": {"description": "matched (and cancelled)"}, **_errors(400, 401, 413, 429, 503)},
+            }
+        },
+        "/api/history": {
+            "get": {
+                "summary": "The dashboard's history: queue depth and rates sampled by the APIs, one list per series",
+                "security": _AUTH,
+                "parameters": [
+                    {"name": "minutes", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1440}}
+                ],
+                "responses": {"200": {"description": "the series"}, **_errors(400, 401, 429, 503)},
             }
         },
         "/jobs/{job_id}/cancel": {

@@ -38,6 +38,17 @@ async def test_jobs_queued_in_one_round_trip_are_jobs_arq_runs(settings: Setting
     answer = await arq_storage.status(redis, settings.queue_name, "test_task:b")
     assert answer["status"] == JobStatus.complete.value
     assert answer["result"] == {"status": "completed", "message": "two"}
+    (finished,) = await arq_storage.results(redis, ["test_task:b", "never-queued"])
+    assert (finished.job_id, finished.function, finished.args, finished.success, finished.tries) == (
+        "test_task:b",
+        "test_task",
+        ["two"],
+        True,
+        1,
+    )
+    assert finished.result == {"status": "completed", "message": "two"}
+    assert finished.enqueued_ms and finished.started_ms and finished.finished_ms
+    assert finished.enqueued_ms <= finished.started_ms <= finished.finished_ms
     assert not await arq_storage.is_live(redis, "test_task:b")
 
 

@@ -39,7 +39,9 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
     from playwright.async_api import async_playwright, expect
 
     assert CHROMIUM is not None, "CI must install chromium (see .ci/run)"
-    settings = settings.model_copy(update={"admin_token": Settings(_env_file=None, admin_token=TOKEN).admin_token})
+    settings = settings.model_copy(
+        update={"admin_token": Settings(_env_file=None, admin_token=TOKEN).admin_token, "history_seconds": 1}
+    )
     fake_nylas.add_message(message(message_id="dead1", subject="Quarterly numbers"))
     fake_nylas.fail(503, times=3, path_contains="/messages/dead1")
     # An urgent email whose act stage (star it) fails until it dies: a dead email, not a dead event.
@@ -80,6 +82,17 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             await expect(page.locator("#status")).to_have_text("not signed in")
             await page.fill("#token", TOKEN)
             await page.click("#login-button")
+
+            # History charts drawn by uPlot from what the API sampled, with axes and legends; a reload keeps them.
+            for chart, series in (("#depth-chart", "ready"), ("#rate-chart", "processed")):
+                await expect(page.locator(f"{chart} .u-legend")).to_contain_text(series)
+                await expect(page.locator(f"{chart} .u-axis")).to_have_count(2)
+            note = page.locator("#history-note")
+            await expect(note).to_contain_text(" points", timeout=15_000)
+            points = int((await note.inner_text()).split(", ")[1].split()[0])
+            await page.reload()
+            await expect(note).to_contain_text(" points")
+            assert int((await note.inner_text()).split(", ")[1].split()[0]) >= points, "the history is the server's"
 
             events = page.locator("#events")
             await expect(events).to_contain_text("processed")
@@ -151,8 +164,29 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
                 jobs = page.locator("#jobs")
                 await expect(jobs).to_contain_text("waiting-job", timeout=10_000)
                 await jobs.locator("tr", has_text="waiting-job").locator("button.cancel").click()
-                await expect(jobs).to_contain_text("nothing waiting", timeout=10_000)
+                await expect(jobs.locator("tr", has_text="waiting-job")).to_have_count(0, timeout=10_000)
                 assert await arq_storage.queued_ids(queue, settings.queue_name) == []
+                # Cancel by filter: the dry run's count in the confirmation; declined, nothing is cancelled.
+                for n in range(3):
+                    await queue.enqueue_job("test_task", "waits", _job_id=f"later-{n}", _defer_by=timedelta(minutes=5))
+                await page.select_option("#jobs-state", "scheduled")
+                await page.select_option("#jobs-function", "test_task")
+                await expect(jobs.locator("tr", has_text="later-")).to_have_count(3, timeout=10_000)
+                page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.dismiss()))
+                await page.click("#jobs-cancel-matching")
+                await expect(page.locator("#jobs-said")).to_have_text(
+                    "3 waiting jobs match (3 test_task); not cancelled"
+                )
+                assert len(await arq_storage.queued_ids(queue, settings.queue_name)) == 3
+                page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+                await page.click("#jobs-cancel-matching")
+                await expect(page.locator("#jobs-said")).to_have_text("cancelled 3")
+                assert await arq_storage.queued_ids(queue, settings.queue_name) == []
+                # Recently finished jobs, a page at a time.
+                await page.select_option("#jobs-function", "")
+                await page.select_option("#jobs-state", "finished")
+                await expect(jobs.locator(".pill.s-succeeded").first).to_be_visible(timeout=10_000)
+                await page.select_option("#jobs-state", "all")
             finally:
                 await queue.aclose()
 
