@@ -241,6 +241,10 @@ async def waiting(
     return [(row[0], row[1]) for row in await session.execute(stmt.order_by(Email.id).limit(limit))]
 
 
+async def grant_of(session: AsyncSession, email_id: int) -> str | None:
+    return await session.scalar(select(Email.grant_id).where(Email.id == email_id))
+
+
 async def end_states(session: AsyncSession, messages: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """Where each (grant, message)'s email is: its pipeline state, or `dead at <stage>` / `parked at <stage>`."""
     if not messages:

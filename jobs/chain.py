@@ -17,6 +17,8 @@ import structlog
 from arq import Retry
 
 from core import tracing
+from db import emails
+from db.uow import read_session
 from jobs import arq_storage
 from jobs.context import JobContext
 from jobs.email_stages import StageBody, StageCall
@@ -32,7 +34,7 @@ async def run_as_job(ctx: dict[str, Any], body: StageBody, stage: str, email_id:
     """A stage's job (classify_email.classify, act_on_email.act): the stage, then the rest of the chain."""
     started = time.monotonic()
     jc = JobContext.from_ctx(ctx)
-    if (await jc.pauses.current()).stage(stage):
+    if await held(jc, stage, email_id):
         return "paused"  # the email waits at this stage; resuming queues it again (jobs/pausing.py)
     with tracing.span(f"mailroom.{stage}", attributes={"mailroom.email_id": email_id}):
         outcome = await body(StageCall(jc, email_id, ctx.get("job_id"), force))
@@ -41,12 +43,24 @@ async def run_as_job(ctx: dict[str, Any], body: StageBody, stage: str, email_id:
     return outcome
 
 
+async def held(jc: JobContext, stage: str, email_id: int) -> bool:
+    """Whether an operator's pause holds this email at this stage: the stage's, everything's, or its grant's (the
+    email's grant is read only while some grant is paused)."""
+    controls = await jc.pauses.current()
+    if controls.stage(stage):
+        return True
+    if not controls.grants:
+        return False
+    async with read_session(jc.sessionmaker) as session:
+        return controls.grant(await emails.grant_of(session, email_id))
+
+
 async def carry_on(ctx: dict[str, Any], stage: str, email_id: int, *, started: float) -> None:
     """Run `stage` and the ones after it here while there is time; queue whatever is left."""
     jc = JobContext.from_ctx(ctx)
     budget = jc.settings.job_timeout * INLINE_SHARE
     while stage in jc.stages:
-        if (await jc.pauses.current()).stage(stage):
+        if await held(jc, stage, email_id):
             return  # an operator paused it: the email waits at this stage until resumed
         if not jc.settings.chain_inline or time.monotonic() - started > budget:
             await enqueue_stage(jc.queue, stage, email_id)

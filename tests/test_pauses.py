@@ -100,3 +100,30 @@ async def test_a_grants_call_rate_changes_at_runtime(
         {"grant": "grant_hot", "rate": None},
         {"grant": "grant_hot", "rate": 2},
     ]
+
+
+async def test_a_grant_paused_holds_its_emails_already_past_process(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], fake_nylas: FakeNylas
+) -> None:
+    """An email of the grant that was classified before the grant's pause waits at act too, and carries on when the
+    grant is resumed."""
+    code, _, err = await mailroom(settings, "pause", "--stage", "act")
+    assert code == 0, err
+    urgent = fake_nylas.add_message(message(message_id="urgent1", subject="Urgent: sign today"))
+    async with api_in_process(settings) as client:
+        await post(client, envelope(urgent))
+    await drain(settings)
+    code, _, err = await mailroom(settings, "pause", "--grant", "grant_1")
+    assert code == 0, err
+    code, out, err = await mailroom(settings, "resume", "--stage", "act")
+    assert code == 0 and "1 waiting emails and events queued again" in out, err
+    await drain(settings)
+    (email,) = await helpers.emails(sessionmaker)
+    assert (email.pipeline_state, email.dead_at) == ("act", None), "its grant is paused: it waits at act"
+    assert fake_nylas.messages[("grant_1", "urgent1")]["starred"] is False
+
+    code, out, err = await mailroom(settings, "resume", "--grant", "grant_1")
+    assert code == 0 and "1 waiting emails and events queued again" in out, err
+    await drain(settings)
+    (email,) = await helpers.emails(sessionmaker)
+    assert email.pipeline_state == "done" and fake_nylas.messages[("grant_1", "urgent1")]["starred"] is True
