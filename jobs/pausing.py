@@ -2,8 +2,9 @@
 
 A pause is a row in PostgreSQL (db/pauses.py); each worker reads them at most every `REFRESH_S`. While paused,
 nothing is lost and no try is spent: the batch runners leave a paused grant's events (or all) unclaimed, a
-`process_event` job for them ends as `paused`, and an email whose next stage or grant is paused stays at that stage (a kill
-switch for actions when a rule misbehaves). Resuming queues again what waited, so it goes on where it stopped.
+`process_event` job for them ends as `paused`, and an email whose next stage or grant is paused stays at that
+stage (a kill switch for actions when a rule misbehaves). Resuming queues again what waited, so it goes on where
+it stopped.
 """
 
 from __future__ import annotations
