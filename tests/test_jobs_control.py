@@ -23,6 +23,7 @@ from tests import helpers
 from tests.commands import mailroom
 from tests.harness import api_in_process, drain, poll_until
 from tests.notifications import envelope, message, post, truncated
+from tests.scenarios import urgent_email_waiting_at_act
 
 TOKEN = "jobs-admin-token-00000001"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -56,12 +57,7 @@ async def test_a_queued_event_job_cancelled_stays_cancelled_until_replayed(
 async def test_a_deferred_stage_job_cancelled_leaves_its_email_dead_and_replayable(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], redis: ArqRedis, fake_nylas: FakeNylas
 ) -> None:
-    code, _, err = await mailroom(settings, "pause", "--stage", "act")
-    assert code == 0, err
-    urgent = fake_nylas.add_message(message(message_id="urgent1", subject="Urgent: sign today"))
-    async with api_in_process(settings) as client:
-        await post(client, envelope(urgent))
-    await drain(settings)
+    await urgent_email_waiting_at_act(settings, fake_nylas)
     (email,) = await helpers.emails(sessionmaker)
     await enqueue_stage(redis, "act", email.id, defer_ms=60_000)  # a retry waiting for its turn
 

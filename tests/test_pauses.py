@@ -12,6 +12,7 @@ from tests import helpers
 from tests.commands import mailroom
 from tests.harness import api_in_process, drain
 from tests.notifications import envelope, message, post, truncated
+from tests.scenarios import urgent_email_waiting_at_act
 
 
 async def test_pausing_act_holds_every_action_and_resuming_carries_on(
@@ -107,12 +108,7 @@ async def test_a_grant_paused_holds_its_emails_already_past_process(
 ) -> None:
     """An email of the grant that was classified before the grant's pause waits at act too, and carries on when the
     grant is resumed."""
-    code, _, err = await mailroom(settings, "pause", "--stage", "act")
-    assert code == 0, err
-    urgent = fake_nylas.add_message(message(message_id="urgent1", subject="Urgent: sign today"))
-    async with api_in_process(settings) as client:
-        await post(client, envelope(urgent))
-    await drain(settings)
+    await urgent_email_waiting_at_act(settings, fake_nylas)
     code, _, err = await mailroom(settings, "pause", "--grant", "grant_1")
     assert code == 0, err
     code, out, err = await mailroom(settings, "resume", "--stage", "act")
