@@ -388,3 +388,11 @@ async def store_many(session: AsyncSession, rows_json: bytes, keys: Sequence[tup
         for row in await execute_core(session, _KNOWN_STATES, params):
             stored.append(StoredState(row[0], row[1], row[2], False, False, row[3], bool(row[4])))
     return stored
+
+
+async def grants_and_errors(session: AsyncSession, ids: Sequence[int]) -> dict[int, tuple[str | None, str | None]]:
+    """Each row's grant and last error, for cancelling the jobs that stand for them by grant or error text."""
+    if not ids:
+        return {}
+    stmt = select(Email.id, Email.grant_id, Email.last_error).where(Email.id.in_(ids))
+    return {row[0]: (row[1], row[2]) for row in await session.execute(stmt)}

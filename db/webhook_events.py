@@ -424,3 +424,11 @@ async def listen_waiting(
         await connection.close()
         raise
     return connection
+
+
+async def grants_and_errors(session: AsyncSession, ids: Sequence[int]) -> dict[int, tuple[str | None, str | None]]:
+    """Each row's grant and last error, for cancelling the jobs that stand for them by grant or error text."""
+    if not ids:
+        return {}
+    stmt = select(WebhookEvent.id, WebhookEvent.grant_id, WebhookEvent.last_error).where(WebhookEvent.id.in_(ids))
+    return {row[0]: (row[1], row[2]) for row in await session.execute(stmt)}

@@ -135,6 +135,7 @@ class QueuedJob:
     args: list[Any] | None
     tries: int | None
     run_at_ms: float
+    enqueued_ms: float | None = None
 
 
 async def queued_ids(
@@ -177,7 +178,14 @@ async def read_queued(
         info = deserialize(raw) if raw else {}
         # arq's job format (arq.jobs.serialize_job): f function, a args, k kwargs, t tries, et enqueue time.
         jobs.append(
-            QueuedJob(job_id=job_id, function=info.get("f"), args=info.get("a"), tries=info.get("t"), run_at_ms=score)
+            QueuedJob(
+                job_id=job_id,
+                function=info.get("f"),
+                args=info.get("a"),
+                tries=info.get("t"),
+                run_at_ms=score,
+                enqueued_ms=info.get("et"),
+            )
         )
     return jobs
 
@@ -230,7 +238,7 @@ async def read_jobs(queue: ArqRedis, job_ids: Sequence[str]) -> dict[str, Queued
     for job_id, raw in zip(job_ids, await queue.mget([job_key_prefix + j for j in job_ids]), strict=True):
         if raw:
             info = deserialize(raw)
-            found[job_id] = QueuedJob(job_id, info.get("f"), info.get("a"), info.get("t"), 0)
+            found[job_id] = QueuedJob(job_id, info.get("f"), info.get("a"), info.get("t"), 0, info.get("et"))
     return found
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -17,9 +19,9 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import audit, emails, webhook_events
-from db.uow import unit_of_work
+from db.uow import read_session, unit_of_work
 from jobs import arq_storage
-from jobs.enqueue import PROCESS_EVENT, STAGE_JOBS
+from jobs.enqueue import PROCESS_EVENT, STAGE_JOBS, SYNC_GRANT
 from jobs.heartbeat import finished_ids, live_workers
 
 CANCELLED = "cancelled by an operator"
@@ -33,17 +35,35 @@ class NotCancellable(Exception):
     """The job is not waiting (running, finished, or unknown): only a queued or deferred job can be cancelled."""
 
 
+@dataclass(frozen=True)
+class JobFilter:
+    """Which waiting jobs a bulk cancel takes: `state` (ready, scheduled, waiting: both), and any of the job's
+    function, the grant and the last error text of the event or email it stands for (a sync's grant is its
+    argument), and when it was queued."""
+
+    state: str = "waiting"
+    function: str | None = None
+    grant: str | None = None
+    error: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def asked(self) -> dict[str, Any]:
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items() if v is not None}
+
+
 async def browse(
+    sessionmaker: async_sessionmaker[AsyncSession],
     queue: ArqRedis,
     queue_name: str,
     *,
     states: Sequence[str] = VIEW_STATES,
-    function: str | None = None,
+    chosen: JobFilter | None = None,
     offset: int = 0,
     limit: int = 50,
 ) -> dict[str, Any]:
     """Jobs in `states`, in that order: running (longest first), ready (oldest first), scheduled (soonest first),
-    finished (newest first); optionally one function's only; a page of them."""
+    finished (newest first); those `chosen` matches (its state aside); a page of them."""
     rows: list[dict[str, Any]] = []
     truncated = False
     for state in VIEW_STATES:
@@ -57,8 +77,8 @@ async def browse(
             found, more = await _waiting(queue, queue_name, scheduled=state == "scheduled")
             rows += found
             truncated |= more
-    if function:
-        rows = [row for row in rows if row["function"] == function]
+    if chosen is not None:
+        rows = await _matching(sessionmaker, rows, chosen)
     page = rows[offset : offset + limit]
     return {
         "jobs": page,
@@ -83,6 +103,7 @@ async def _running(queue: ArqRedis, queue_name: str) -> list[dict[str, Any]]:
                 "function": known.function if known else None,
                 "args": known.args if known else None,
                 "tries": known.tries if known else None,
+                "enqueued_ms": known.enqueued_ms if known else None,
                 "worker": worker,
                 "started_at": job["started_at"],
                 "running_s": round(max(0.0, now - job["started_at"]), 3),
@@ -108,6 +129,7 @@ async def _waiting(queue: ArqRedis, queue_name: str, *, scheduled: bool) -> tupl
             "args": job.args,
             "tries": job.tries,
             "run_at": job.run_at_ms / 1000,
+            "enqueued_ms": job.enqueued_ms,
         }
         for job in jobs
     ]
@@ -125,6 +147,7 @@ async def _finished(queue: ArqRedis, queue_name: str) -> list[dict[str, Any]]:
                 "function": job.function,
                 "args": job.args,
                 "tries": job.tries,
+                "enqueued_ms": job.enqueued_ms,
                 "success": job.success,
                 # What it returned, or the error it raised: short (the full result is at GET /jobs/{id}).
                 "result": _short(job.result),
@@ -158,19 +181,19 @@ async def cancel_matching(
     queue: ArqRedis,
     queue_name: str,
     *,
-    state: str,
-    function: str | None,
+    chosen: JobFilter,
     who: str,
     dry_run: bool,
 ) -> dict[str, Any]:
-    """Cancel every waiting job in `state` (ready, scheduled or waiting: both), of `function` if given; at most
-    READ_AT_MOST at a time. A dry run counts them, by function, and changes nothing."""
+    """Cancel every waiting job `chosen` matches, at most READ_AT_MOST at a time. A dry run counts them, by
+    function, and changes nothing."""
     matched: list[dict[str, Any]] = []
     more = False
-    for scheduled in WAITING_STATES[state]:
+    for scheduled in WAITING_STATES[chosen.state]:
         found, truncated = await _waiting(queue, queue_name, scheduled=scheduled)
-        matched += [job for job in found if not function or job["function"] == function]
+        matched += found
         more |= truncated
+    matched = await _matching(sessionmaker, matched, chosen)
     answer: dict[str, Any] = {
         "matched": len(matched),
         "by_function": dict(Counter(str(job["function"]) for job in matched)),
@@ -183,23 +206,66 @@ async def cancel_matching(
     await arq_storage.drop(queue, queue_name, ids)
     async with unit_of_work(sessionmaker) as session:
         answer["marked"] = await _mark(session, ids)
-        await audit.record(
-            session, who=who, action="cancel", filter={"state": state, "function": function}, rows=len(ids)
-        )
+        await audit.record(session, who=who, action="cancel", filter=chosen.asked(), rows=len(ids))
     return answer
+
+
+async def _matching(
+    sessionmaker: async_sessionmaker[AsyncSession], jobs: list[dict[str, Any]], chosen: JobFilter
+) -> list[dict[str, Any]]:
+    since_ms = chosen.since.timestamp() * 1000 if chosen.since else None
+    until_ms = chosen.until.timestamp() * 1000 if chosen.until else None
+    jobs = [
+        job
+        for job in jobs
+        if (not chosen.function or job["function"] == chosen.function)
+        and (since_ms is None or (job["enqueued_ms"] or 0) >= since_ms)
+        and (until_ms is None or (job["enqueued_ms"] or 0) <= until_ms)
+    ]
+    if not chosen.grant and not chosen.error:
+        return jobs
+    events, stage_emails = _stood_for([job["job_id"] for job in jobs])
+    async with read_session(sessionmaker) as session:
+        of_events = await webhook_events.grants_and_errors(session, list(events.values()))
+        of_emails = await emails.grants_and_errors(session, list(stage_emails.values()))
+
+    def grant_and_error(job: dict[str, Any]) -> tuple[str | None, str | None]:
+        if job["job_id"] in events:
+            return of_events.get(events[job["job_id"]], (None, None))
+        if job["job_id"] in stage_emails:
+            return of_emails.get(stage_emails[job["job_id"]], (None, None))
+        if job["function"] == SYNC_GRANT and job["args"]:
+            return str(job["args"][0]), None
+        return None, None
+
+    kept = []
+    for job in jobs:
+        grant, error = grant_and_error(job)
+        if chosen.grant and grant != chosen.grant:
+            continue
+        if chosen.error and (error is None or chosen.error.lower() not in error.lower()):
+            continue
+        kept.append(job)
+    return kept
+
+
+def _stood_for(job_ids: Sequence[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """The events (process_event jobs) and the emails (stage jobs) these jobs stand for, by job id."""
+    stages = set(STAGE_JOBS.values())
+    events, stage_emails = {}, {}
+    for job_id in job_ids:
+        function, _, ident = job_id.partition(":")
+        if function == PROCESS_EVENT and ident.isdigit():
+            events[job_id] = int(ident)
+        elif function in stages and ident.isdigit():
+            stage_emails[job_id] = int(ident)
+    return events, stage_emails
 
 
 async def _mark(session: AsyncSession, job_ids: Sequence[str]) -> int:
     """Mark what cancelled jobs stood for, so that no sweep queues it again; how many rows were marked."""
-    stages = set(STAGE_JOBS.values())
-    events, stage_emails = [], []
-    for job_id in job_ids:
-        function, _, ident = job_id.partition(":")
-        if function == PROCESS_EVENT and ident.isdigit():
-            events.append(int(ident))
-        elif function in stages and ident.isdigit():
-            stage_emails.append(int(ident))
-    marked = await webhook_events.purge(session, events) if events else 0
-    for email_id in stage_emails:
+    events, stage_emails = _stood_for(job_ids)
+    marked = await webhook_events.purge(session, list(events.values())) if events else 0
+    for email_id in stage_emails.values():
         await emails.stage_failed(session, email_id, error=CANCELLED, dead=True)
     return marked + len(stage_emails)

@@ -278,6 +278,10 @@ def add_cancel_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["ready", "scheduled", "waiting"],
         help="with --function, or alone: which waiting jobs (ready: due now; scheduled: deferred; waiting: both)",
     )
+    parser.add_argument("--grant", help="only jobs for this grant's events, emails or syncs")
+    parser.add_argument("--error", help="only jobs whose event or email last failed with this text")
+    parser.add_argument("--since", type=parse_time, help="only jobs queued at or after (ISO 8601)")
+    parser.add_argument("--until", type=parse_time, help="only jobs queued at or before (ISO 8601)")
     parser.add_argument("--dry-run", action="store_true", help="count what matches, cancel nothing")
     parser.add_argument("--yes", action="store_true", help="do not ask")
 
@@ -286,8 +290,12 @@ async def run_cancel(settings: Settings, args: argparse.Namespace, out: Console)
     from jobs import job_control
     from mailroom.inspect_cli import confirmed, connections
 
-    if bool(args.job_id) == bool(args.function or args.state):
-        raise CommandError("give a job id, or --function and/or --state for every waiting job that matches")
+    filtered = any((args.function, args.state, args.grant, args.error, args.since, args.until))
+    if bool(args.job_id) == filtered:
+        raise CommandError(
+            "give a job id, or any of --state, --function, --grant, --error, --since, --until for every waiting job "
+            "that matches"
+        )
     async with connections(settings, "cancel") as (queue, sessionmaker):
         if args.job_id:
             try:
@@ -299,8 +307,18 @@ async def run_cancel(settings: Settings, args: argparse.Namespace, out: Console)
             marked = " and what it stood for marked (mailroom replay brings it back)" if done["marked"] else ""
             out.print(f"cancelled {args.job_id} (it was {done['was']}){marked}", markup=False)
             return 0
-        matching = dict(state=args.state or "waiting", function=args.function, who=audit.cli_operator(), dry_run=True)
-        counted = await job_control.cancel_matching(sessionmaker, queue, settings.queue_name, **matching)
+        chosen = job_control.JobFilter(
+            state=args.state or "waiting",
+            function=args.function,
+            grant=args.grant,
+            error=args.error,
+            since=args.since,
+            until=args.until,
+        )
+        who = audit.cli_operator()
+        counted = await job_control.cancel_matching(
+            sessionmaker, queue, settings.queue_name, chosen=chosen, who=who, dry_run=True
+        )
         by_function = ", ".join(f"{n} {f}" for f, n in sorted(counted["by_function"].items())) or "none"
         more = f" (the first {job_control.READ_AT_MOST}; run it again for the rest)" if counted["more_waiting"] else ""
         out.print(f"{counted['matched']} waiting jobs match{more}: {by_function}", markup=False)
@@ -312,7 +330,7 @@ async def run_cancel(settings: Settings, args: argparse.Namespace, out: Console)
             out.print("nothing cancelled")
             return 1
         done = await job_control.cancel_matching(
-            sessionmaker, queue, settings.queue_name, **{**matching, "dry_run": False}
+            sessionmaker, queue, settings.queue_name, chosen=chosen, who=who, dry_run=False
         )
         out.print(
             f"cancelled {done['matched']} jobs; {done.get('marked', 0)} events or email stages marked "

@@ -44,7 +44,7 @@ def mask(value: str | None) -> str | None:
     return value[0] + "•" * min(len(value) - 1, 12)
 
 
-def _time(value: str | None) -> datetime | None:
+def time_param(value: str | None) -> datetime | None:
     """An ISO 8601 time (UTC when no offset is given), between the years 1 and 9999 once in UTC: a time whose offset
     carries it past either end cannot be sent to PostgreSQL, and must be a 400, not a 503."""
     if value is None:
@@ -217,7 +217,7 @@ async def list_events(request: Request) -> Response:
     q = request.query_params
     only_known(request, "status", "type", "grant", "q", "since", "until", "before", "limit")
     limit = int_param(q.get("limit"), "limit", 50, high=500) or 50
-    since, until, before = _time(q.get("since")), _time(q.get("until")), int_param(q.get("before"), "before")
+    since, until, before = time_param(q.get("since")), time_param(q.get("until")), int_param(q.get("before"), "before")
     with database():
         async with read_session(resources.sessionmaker) as session:
             found = await webhook_events.search(
@@ -303,8 +303,8 @@ async def bulk_replay(request: Request) -> Response:
         chosen = ReplayFilter(
             stage=stage,
             grant_id=body_str(body, "grant") or None,
-            since=_time(body_str(body, "since")),
-            until=_time(body_str(body, "until")),
+            since=time_param(body_str(body, "since")),
+            until=time_param(body_str(body, "until")),
             error_contains=body_str(body, "error") or None,
             event_ids=_body_ids(body, "events"),
             email_ids=_body_ids(body, "emails"),

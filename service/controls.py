@@ -4,11 +4,13 @@ jobs/job_control.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from jobs import job_control, pausing
-from service.admin import BadRequest, body_bool, body_str, database, int_param, json_body, only_known
+from service.admin import BadRequest, body_bool, body_str, database, int_param, json_body, only_known, time_param
 from service.auth import admin
 from service.state import Resources
 
@@ -81,40 +83,57 @@ STATE_GROUPS = {
 }
 
 
-@admin
-async def list_jobs(request: Request) -> Response:
-    """Jobs: `?state=running|ready|scheduled|waiting|finished|all` (default all; scheduled: deferred retries and
-    throttled work; finished: the results arq keeps of the last 1,000), `?function=`, `?offset=`, `?limit=` (at most
-    500). Running first, then ready, scheduled, finished. Arguments are ids, never mail content."""
-    resources: Resources = request.state.resources
-    only_known(request, "state", "function", "offset", "limit")
-    state = request.query_params.get("state") or "all"
-    if state not in STATE_GROUPS:
-        raise BadRequest(f"state must be one of {', '.join(STATE_GROUPS)}")
-    limit = int_param(request.query_params.get("limit"), "limit", 100, high=500) or 100
-    offset = int_param(request.query_params.get("offset"), "offset", 0, low=0, high=100_000) or 0
-    return JSONResponse(
-        await job_control.browse(
-            resources.queue,
-            resources.settings.queue_name,
-            states=STATE_GROUPS[state],
-            function=request.query_params.get("function") or None,
-            offset=offset,
-            limit=limit,
-        )
+def _job_filter(values: dict[str, Any], *, state: str) -> job_control.JobFilter:
+    return job_control.JobFilter(
+        state=state,
+        function=values.get("function") or None,
+        grant=values.get("grant") or None,
+        error=values.get("error") or None,
+        since=time_param(values.get("since")),
+        until=time_param(values.get("until")),
     )
 
 
 @admin
+async def list_jobs(request: Request) -> Response:
+    """Jobs: `?state=running|ready|scheduled|waiting|finished|all` (default all; scheduled: deferred retries and
+    throttled work; finished: the results arq keeps of the last 1,000), `?function=`, `?grant=`, `?error=` (of the
+    event or email the job stands for), `?since=`/`?until=` (queued), `?offset=`, `?limit=` (at most 500). Running
+    first, then ready, scheduled, finished. Arguments are ids, never mail content."""
+    resources: Resources = request.state.resources
+    only_known(request, "state", "function", "grant", "error", "since", "until", "offset", "limit")
+    q = request.query_params
+    state = q.get("state") or "all"
+    if state not in STATE_GROUPS:
+        raise BadRequest(f"state must be one of {', '.join(STATE_GROUPS)}")
+    limit = int_param(q.get("limit"), "limit", 100, high=500) or 100
+    offset = int_param(q.get("offset"), "offset", 0, low=0, high=100_000) or 0
+    with database():
+        found = await job_control.browse(
+            resources.sessionmaker,
+            resources.queue,
+            resources.settings.queue_name,
+            states=STATE_GROUPS[state],
+            chosen=_job_filter(dict(q), state="waiting"),
+            offset=offset,
+            limit=limit,
+        )
+    return JSONResponse(found)
+
+
+@admin
 async def cancel_matching(request: Request) -> Response:
-    """Body: {"state": "ready"|"scheduled"|"waiting", "function": name or null, "dry_run": bool}. Cancels every
-    waiting job that matches (at most 2,000 a call); the dry run (the default) counts them by function, changing
-    nothing."""
+    """Body: {"state": "ready"|"scheduled"|"waiting", "function", "grant", "error", "since", "until", "dry_run"}:
+    cancels every waiting job that matches, as GET /jobs lists them (at most 2,000 a call); the dry run (the
+    default) counts them by function, changing nothing."""
     resources: Resources = request.state.resources
     body = await json_body(request)
-    if not isinstance(body, dict) or set(body) - {"state", "function", "dry_run"}:
-        raise BadRequest('the body must be {"state": "ready|scheduled|waiting", "function": "...", "dry_run": bool}')
-    state = body_str(body, "state") or "waiting"
+    fields = {"state", "function", "grant", "error", "since", "until", "dry_run"}
+    if not isinstance(body, dict) or set(body) - fields:
+        raise BadRequest(f"the body is a JSON object of {', '.join(sorted(fields))}")
+    text = {key: body_str(body, key) if body.get(key) is not None else None for key in fields - {"dry_run"}}
+    state = body_str(body, "state")
+    state = "waiting" if state is None else state
     if state not in job_control.WAITING_STATES:
         raise BadRequest("state must be ready, scheduled or waiting (a running job cannot be cancelled)")
     dry_run = body_bool(body, "dry_run", True)  # as for /replay: counting is the default, changing is asked for
@@ -123,8 +142,7 @@ async def cancel_matching(request: Request) -> Response:
             resources.sessionmaker,
             resources.queue,
             resources.settings.queue_name,
-            state=state,
-            function=body_str(body, "function") if body.get("function") is not None else None,
+            chosen=_job_filter(text, state=state),
             who=request.state.operator,
             dry_run=dry_run,
         )
