@@ -113,6 +113,10 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             await dead_try.locator("summary").click()
             await expect(dead_try.locator("pre")).to_contain_text("Traceback")
 
+            # urgent1's panel open while its email is replayed: its action states are redrawn, not left stale.
+            await urgent_row.click()
+            await expect(page.locator("#detail")).not_to_contain_text("star done")
+
             # The dead email's own button replays that email only: the dead event stays dead.
             replay = page.locator("#dead button.replay")
             await expect(replay).to_have_count(2)
@@ -125,6 +129,7 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             ]
             assert [e.status for e in await helpers.events(sessionmaker)] == ["processed", "dead", "processed"]
             await expect(replay).to_have_count(1, timeout=10_000)
+            await expect(page.locator("#detail")).to_contain_text("star done", timeout=10_000)
 
             # A replay refused says why, and keeps saying it when the panel is drawn again.
             processed_row = page.locator("#events tr.clickable", has_text="urgent1")
