@@ -31,7 +31,7 @@ class Dev:
     def banner_value(self, label: str) -> str:
         """What the start-up banner shows beside `label`, as a person reads it off the terminal."""
         for line in self.log.read_text().splitlines():
-            if label in line:
+            if line.startswith("│") and label in line:  # the banner's box, not a log line that names the label
                 return line.split(label, 1)[1].strip(" │").split()[0]
         raise AssertionError(f"no {label!r} in dev's output:\n{self.log.read_text()}")
 
