@@ -43,14 +43,19 @@ async def all_pauses(session: AsyncSession) -> list[Pause]:
     return list((await session.execute(select(Pause).order_by(Pause.paused_at))).scalars())
 
 
+async def rates(session: AsyncSession) -> dict[str, int]:
+    """Grants whose Nylas call rate an operator set, and the rate."""
+    found = await session.execute(select(Grant.grant_id, Grant.nylas_rate).where(Grant.nylas_rate.is_not(None)))
+    return {grant_id: int(rate) for grant_id, rate in found if rate is not None}
+
+
 async def current(session: AsyncSession) -> Controls:
     rows = await all_pauses(session)
-    rates = await session.execute(select(Grant.grant_id, Grant.nylas_rate).where(Grant.nylas_rate.is_not(None)))
     return Controls(
         everything=any(p.scope == "all" for p in rows),
         grants=frozenset(p.target for p in rows if p.scope == "grant"),
         stages=frozenset(p.target for p in rows if p.scope == "stage"),
-        rates={grant_id: int(rate) for grant_id, rate in rates if rate is not None},
+        rates=await rates(session),
     )
 
 

@@ -118,6 +118,7 @@ async def overview(request: Request) -> Response:
             destinations = await webhook_destinations.all_destinations(session)
             trail = await audit.latest(session, limit=20)
             paused = await pauses.all_pauses(session)
+            grant_rates = await pauses.rates(session)
     dead: list[dict[str, Any]] = [{"kind": "event", **event_summary(e)} for e in dead_events]
     dead += [{"kind": "email", **email_view(e, reveal=reveal)} for e in dead_emails]
     succeeded = {stage: metrics.total(counters, "mailroom_jobs", stage=stage, outcome="succeeded") for stage in STAGES}
@@ -148,6 +149,7 @@ async def overview(request: Request) -> Response:
             "dead_letters": dead,
             "nylas_webhooks": nylas_webhooks,
             "audit": [audit_view(entry) for entry in trail],
+            "rates": {"default": settings.nylas_rate_per_grant, "grants": grant_rates},
             "pauses": [
                 {"scope": p.scope, "target": p.target, "since": p.paused_at.isoformat(), "by": p.paused_by}
                 for p in paused

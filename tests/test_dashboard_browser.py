@@ -206,6 +206,17 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             assert await helpers.pauses(sessionmaker) == []
             await expect(page.locator("#audit")).to_contain_text("resume")
 
+            # A grant's Nylas call rate set from the dashboard (PostgreSQL, for every worker), then back to default.
+            await page.fill("#rate-grant", "grant_1")
+            await page.fill("#rate-value", "2")
+            await page.click("#rate-button")
+            await expect(page.locator("#rates")).to_contain_text("grant_1: 2 a second")
+            assert (grant := await helpers.grant(sessionmaker, "grant_1")) and grant.nylas_rate == 2
+            await page.click("#rates button.rate-reset")
+            await expect(page.locator("#rates .rate-row")).to_have_count(0)
+            assert (grant := await helpers.grant(sessionmaker, "grant_1")) and grant.nylas_rate is None
+            await expect(page.locator("#audit tr", has_text='"rate":2')).to_have_count(1)
+
             # Replay all: counted first, said in the confirmation, replayed only once confirmed.
             asked: list[str] = []
 
