@@ -62,9 +62,12 @@ class Heartbeat:
     def job_started(self, job_id: str) -> None:
         self.current[job_id] = time.time()
 
-    def job_ended(self, job_id: str) -> None:
+    def job_ended(self, job_id: str, *, keeps_result: bool = True) -> None:
+        """`keeps_result`: an arq job, whose result the jobs view shows among the recently finished (a batch has
+        none, and would only push jobs out of that list)."""
         self.current.pop(job_id, None)
-        self._finished.append(job_id)
+        if keeps_result:
+            self._finished.append(job_id)
 
     async def beat(self) -> None:
         info = {

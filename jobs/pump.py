@@ -19,6 +19,7 @@ import contextlib
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable
 from typing import Any
 
@@ -100,6 +101,8 @@ class Pump:
         self._outage = Outage()
         self._pause = 0.0  # set by a failed claim: how long this pump's runners wait before the next
         self._batches = 0
+        # What this pump's batches did, said once at shutdown: arq's own "N jobs done" line counts no batch.
+        self._totals: Counter[str] = Counter()
         self._label = f"batch:{socket.gethostname()}:{os.getpid()}"
 
     async def start(self, ctx: dict[str, Any]) -> None:
@@ -129,6 +132,7 @@ class Pump:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._runners = []
+        log.info("worker.batches_done", batches=self._batches, **dict(sorted(self._totals.items())))
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close(timeout=2)
@@ -197,13 +201,14 @@ class Pump:
             # The same bound as a job's: a batch held longer would look like a killed worker's.
             async with asyncio.timeout(self._settings.job_timeout):
                 # The batch's label stands for a job id in the timeline, the inline stages' runs included.
-                await run_claimed(
+                done = await run_claimed(
                     {**ctx, "job_id": label}, claimed, states, job_id=label, give_back_to=EventStatus.RECEIVED
                 )
+            self._totals.update(done)
         except TimeoutError:
             log.warning("batch.timed_out", events=len(claimed), timeout_s=self._settings.job_timeout)
         finally:
-            self._jc.heartbeat.job_ended(label)
+            self._jc.heartbeat.job_ended(label, keeps_result=False)
             self._in_flight -= len(claimed)
             if self._starved:
                 self._starved = False

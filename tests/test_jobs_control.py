@@ -19,6 +19,7 @@ from db.models import StageRun
 from jobs import arq_storage
 from jobs.context import JobContext
 from jobs.enqueue import enqueue_stage
+from jobs.heartbeat import finished_ids
 from jobs.worker import close_worker, create_worker
 from mailroom.fake_nylas import FakeNylas
 from tests import helpers
@@ -157,7 +158,7 @@ async def test_the_jobs_view_shows_running_waiting_and_finished_jobs_a_page_at_a
 
 
 async def test_each_worker_says_what_it_finished_and_when_it_last_beat(
-    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], fake_nylas: FakeNylas
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], fake_nylas: FakeNylas, redis: ArqRedis
 ) -> None:
     settings = settings.model_copy(update={"admin_token": SecretStr(TOKEN)})
     fake_nylas.fail(404, times=10, path_contains="/messages/gone")
@@ -183,6 +184,8 @@ async def test_each_worker_says_what_it_finished_and_when_it_last_beat(
     finally:
         await close_worker(worker)
         await asyncio.gather(running, return_exceptions=True)
+    # Batches are not arq jobs and keep no result: they take no place in the recently finished.
+    assert not [job_id for job_id in await finished_ids(redis, settings.queue_name) if job_id.startswith("batch:")]
 
 
 async def test_cancel_by_grant_error_and_time_takes_only_the_jobs_whose_work_matches(
