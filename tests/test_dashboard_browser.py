@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.settings import Settings
 from jobs import arq_storage
 from jobs.enqueue import queue_for
+from jobs.worker import close_worker, create_worker
 from mailroom.fake_nylas import FakeNylas
 from tests import helpers
 from tests.harness import drain, running_api
@@ -127,6 +128,7 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
             assert [m.pipeline_state for m in await helpers.emails(sessionmaker) if m.message_id == "urgent1"] == [
                 "done"
             ]
+            assert fake_nylas.messages[("grant_1", "urgent1")]["starred"] is True, "the replay starred it at Nylas"
             assert [e.status for e in await helpers.events(sessionmaker)] == ["processed", "dead", "processed"]
             await expect(replay).to_have_count(1, timeout=10_000)
             await expect(page.locator("#detail")).to_contain_text("star done", timeout=10_000)
@@ -242,15 +244,26 @@ async def test_log_in_see_events_and_replay_a_dead_letter(
 
             await expect(page.locator("#dead")).to_contain_text("none", timeout=10_000)
             await expect(events.locator(".pill.s-dead")).to_have_count(0, timeout=10_000)
-            ARTIFACTS.mkdir(exist_ok=True)
-            await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-            # Nothing wider than the screen, on a laptop and on a phone.
-            for width, name in ((1366, "dashboard.png"), (390, "dashboard-phone.png")):
-                await page.set_viewport_size({"width": width, "height": 900})
-                await expect(page.locator("#audit")).to_be_visible()
-                overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-                assert overflow <= 0, f"the page is {overflow} px wider than a {width} px screen"
-                await page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+            # A live worker on the Workers card: host, pid, uptime, its stage runs, its last heartbeat.
+            worker = create_worker(settings, handle_signals=False, poll_delay=0.05, cron_jobs=[])
+            running = asyncio.create_task(worker.async_run())
+            try:
+                workers = page.locator("#workers")
+                await expect(workers).to_contain_text(f"pid {os.getpid()}", timeout=15_000)
+                await expect(workers.locator(".worker-done")).to_have_text("0 done")
+                await expect(workers).to_contain_text(" s ago")
+                ARTIFACTS.mkdir(exist_ok=True)
+                # Nothing wider than the screen, on a laptop and on a phone.
+                for width, name in ((1366, "dashboard.png"), (390, "dashboard-phone.png")):
+                    await page.set_viewport_size({"width": width, "height": 900})
+                    await expect(page.locator("#audit")).to_be_visible()
+                    overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                    assert overflow <= 0, f"the page is {overflow} px wider than a {width} px screen"
+                    await page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+                await page.set_viewport_size({"width": 1366, "height": 900})
+            finally:
+                await close_worker(worker)
+                await asyncio.gather(running, return_exceptions=True)
 
             # The events list a page at a time: 33 events, 30 a page; older, then newer again.
             for n in range(30):
