@@ -129,11 +129,17 @@ async def release_in_progress(queue: ArqRedis, job_id: str) -> None:
 
 
 @dataclass(frozen=True)
-class QueuedJob:
+class StoredJob:
+    """What arq keeps of any job: its id, what it calls, and how many tries it had."""
+
     job_id: str
     function: str | None
     args: list[Any] | None
     tries: int | None
+
+
+@dataclass(frozen=True)
+class QueuedJob(StoredJob):
     run_at_ms: float
     enqueued_ms: float | None = None
 
@@ -191,11 +197,7 @@ async def read_queued(
 
 
 @dataclass(frozen=True)
-class FinishedJob:
-    job_id: str
-    function: str | None
-    args: list[Any] | None
-    tries: int | None
+class FinishedJob(StoredJob):
     success: bool
     result: Any
     enqueued_ms: float | None
