@@ -15,13 +15,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from core import metrics
 from db import history
-from db.errors import DatabaseError
 from db.models import HistorySample
 from db.uow import read_session, unit_of_work
 from service import health
@@ -99,9 +97,9 @@ class HistorySampler:
                 return
             try:
                 await self.sample()
-            except (DatabaseError, RedisError, OSError) as exc:
+            except Exception as exc:  # a sample is never worth the API: a failed one is a gap in the charts
                 if not self._failing:
-                    log.warning("history.sample_failed", error=str(exc))
+                    log.warning("history.sample_failed", error=f"{type(exc).__name__}: {exc}")
                 self._failing = True
             else:
                 if self._failing:
