@@ -179,21 +179,13 @@ async def read_queued(
         return []
     ids = [raw.decode() for raw, _ in entries]
     payloads = await queue.mget([job_key_prefix + job_id for job_id in ids])
-    jobs = []
-    for job_id, (_, score), raw in zip(ids, entries, payloads, strict=True):
-        info = deserialize(raw) if raw else {}
-        # arq's job format (arq.jobs.serialize_job): f function, a args, k kwargs, t tries, et enqueue time.
-        jobs.append(
-            QueuedJob(
-                job_id=job_id,
-                function=info.get("f"),
-                args=info.get("a"),
-                tries=info.get("t"),
-                run_at_ms=score,
-                enqueued_ms=info.get("et"),
-            )
-        )
-    return jobs
+    return [_queued(job_id, raw, score) for job_id, (_, score), raw in zip(ids, entries, payloads, strict=True)]
+
+
+def _queued(job_id: str, raw: bytes | None, run_at_ms: float) -> QueuedJob:
+    """A job from arq's job format (arq.jobs.serialize_job): f function, a args, k kwargs, t tries, et enqueue time."""
+    info = deserialize(raw) if raw else {}
+    return QueuedJob(job_id, info.get("f"), info.get("a"), info.get("t"), run_at_ms, info.get("et"))
 
 
 @dataclass(frozen=True)
@@ -236,12 +228,8 @@ async def read_jobs(queue: ArqRedis, job_ids: Sequence[str]) -> dict[str, Queued
     """What each of these jobs will call, for those still stored (queued or running); `run_at_ms` is unknown (0)."""
     if not job_ids:
         return {}
-    found = {}
-    for job_id, raw in zip(job_ids, await queue.mget([job_key_prefix + j for j in job_ids]), strict=True):
-        if raw:
-            info = deserialize(raw)
-            found[job_id] = QueuedJob(job_id, info.get("f"), info.get("a"), info.get("t"), 0, info.get("et"))
-    return found
+    payloads = await queue.mget([job_key_prefix + j for j in job_ids])
+    return {job_id: _queued(job_id, raw, 0) for job_id, raw in zip(job_ids, payloads, strict=True) if raw}
 
 
 async def args_of(queue: ArqRedis, job_ids: Sequence[str]) -> list[list[Any]]:
