@@ -131,7 +131,8 @@ async def cancel_matching(request: Request) -> Response:
     fields = {"state", "function", "grant", "error", "since", "until", "dry_run"}
     if not isinstance(body, dict) or set(body) - fields:
         raise BadRequest(f"the body is a JSON object of {', '.join(sorted(fields))}")
-    text = {key: body_str(body, key) if body.get(key) is not None else None for key in fields - {"dry_run"}}
+    # The filters may be null (no filter); the state, when given, must be one of the three.
+    text = {key: body_str(body, key) if body.get(key) is not None else None for key in fields - {"dry_run", "state"}}
     state = body_str(body, "state")
     state = "waiting" if state is None else state
     if state not in job_control.WAITING_STATES:

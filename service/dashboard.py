@@ -18,8 +18,6 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from core import metrics
-from core.metrics import STAGES
 from db import audit, cron_runs, emails, pauses, webhook_destinations, webhook_events
 from db.models import AuditEntry
 from db.uow import read_session
@@ -98,7 +96,6 @@ async def overview(request: Request) -> Response:
     reveal = flag(request.query_params.get("reveal"), "reveal")
     depth = await health.depth(resources)
     workers = await live_workers(resources.queue, settings.queue_name)
-    counters, _ = await resources.metrics.read()
     now = datetime.now(UTC)
     schedule = {
         "sweep": set(range(60)),
@@ -121,7 +118,6 @@ async def overview(request: Request) -> Response:
             grant_rates = await pauses.rates(session)
     dead: list[dict[str, Any]] = [{"kind": "event", **event_summary(e)} for e in dead_events]
     dead += [{"kind": "email", **email_view(e, reveal=reveal)} for e in dead_emails]
-    succeeded = {stage: metrics.total(counters, "mailroom_jobs", stage=stage, outcome="succeeded") for stage in STAGES}
     cron = [
         {
             "name": name,
@@ -144,7 +140,6 @@ async def overview(request: Request) -> Response:
         {
             "depth": depth,
             "workers": workers,
-            "succeeded_total": succeeded,
             "cron": cron,
             "dead_letters": dead,
             "nylas_webhooks": nylas_webhooks,

@@ -389,7 +389,7 @@ SPEC: dict[str, Any] = {
         },
         "/api/overview": {
             "get": {
-                "summary": "What the dashboard polls: depth, workers, totals, cron, dead letters",
+                "summary": "What the dashboard polls: depth, workers, cron, dead letters, pauses, rates, audit",
                 "security": _AUTH,
                 "parameters": [{"name": "reveal", "in": "query", "schema": {"type": "boolean"}}],
                 "responses": {"200": {"description": "the overview"}, **_errors(400, 401, 429, 503)},
